@@ -1,0 +1,26 @@
+"""graftkit: build one model out of many.
+
+Merge experts that share a base in weight space (:func:`merge`, :func:`merge_state_dicts`),
+compose frozen models with CALM bridges (:mod:`graftkit.compose`), and measure the result
+(:mod:`graftkit.evaluate`, :mod:`graftkit.study`).
+
+Heavy modules (transformers, peft, matplotlib) are imported only where used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["merge", "merge_state_dicts", "__version__"]
+
+if TYPE_CHECKING:
+    from graftkit.merge.api import merge, merge_state_dicts
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("merge", "merge_state_dicts"):
+        from graftkit.merge import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'graftkit' has no attribute {name!r}")

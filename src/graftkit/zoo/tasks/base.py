@@ -1,0 +1,66 @@
+"""The task interface: seeded generators of (prompt, answer) pairs with disjoint splits."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+from graftkit.registry import Registry
+
+Split = Literal["train", "validation", "test"]
+Kind = Literal["held_in", "held_out", "instruct", "calm", "pretrain"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example. ``prompt`` is everything the model reads; ``answer`` what it must emit."""
+
+    prompt: str
+    answer: str
+
+
+class Task(ABC):
+    """A registered task family.
+
+    Subclasses set ``name``, ``kind`` and ``instruction`` and implement :meth:`sample`, which
+    draws the raw input and its answer from ``rng``. Splits are disjoint by construction: an
+    example belongs to the split chosen by a hash of its prompt (80/10/10).
+    """
+
+    name: str
+    kind: Kind
+    instruction: str
+
+    @abstractmethod
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        """Draw one (input text, answer) pair."""
+
+    def format(self, text: str) -> str:
+        """The prompt the model reads for an input (instruction phrasing + input)."""
+        return f"{self.instruction}\n{text}\n="
+
+    def split_of(self, prompt: str) -> Split:
+        bucket = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "little") % 10
+        return "train" if bucket < 8 else ("validation" if bucket == 8 else "test")
+
+    def examples(self, split: Split, n: int, seed: int = 0) -> list[Example]:
+        """``n`` distinct examples of ``split``, the same for the same (task, split, n, seed)."""
+        rng = random.Random(f"{self.name}/{split}/{seed}")
+        seen: set[str] = set()
+        out: list[Example] = []
+        for _ in range(200 * n + 1000):
+            text, answer = self.sample(rng)
+            prompt = self.format(text)
+            if prompt in seen or self.split_of(prompt) != split:
+                continue
+            seen.add(prompt)
+            out.append(Example(prompt, answer))
+            if len(out) == n:
+                return out
+        raise ValueError(f"task {self.name!r}: could not draw {n} distinct {split} examples")
+
+
+TASKS: Registry[Task] = Registry("task")
