@@ -6,12 +6,14 @@ import hashlib
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
+from graftkit.errors import UnknownNameError
 from graftkit.registry import Registry
 
 Split = Literal["train", "validation", "test"]
 Kind = Literal["held_in", "held_out", "instruct", "calm", "pretrain"]
+KINDS: tuple[Kind, ...] = ("held_in", "held_out", "instruct", "calm", "pretrain")
 
 
 @dataclass(frozen=True)
@@ -62,5 +64,29 @@ class Task(ABC):
                 return out
         raise ValueError(f"task {self.name!r}: could not draw {n} distinct {split} examples")
 
+    def draw(self, split: Split, rng: random.Random) -> Example:
+        """One example of ``split`` drawn from ``rng``; repeats are possible (for training streams)."""
+        for _ in range(10_000):
+            text, answer = self.sample(rng)
+            prompt = self.format(text)
+            if self.split_of(prompt) == split:
+                return Example(prompt, answer)
+        raise ValueError(f"task {self.name!r}: no {split} example in 10000 draws")
+
 
 TASKS: Registry[Task] = Registry("task")
+
+T = TypeVar("T", bound=type[Task])
+
+
+def register_task(cls: T) -> T:
+    """Class decorator: register one instance of a :class:`Task` subclass under ``cls.name``."""
+    TASKS.add(cls.name, cls())
+    return cls
+
+
+def tasks_of_kind(kind: Kind) -> list[str]:
+    """Sorted names of the registered tasks of one kind ("held_in", "held_out", ...)."""
+    if kind not in KINDS:
+        raise UnknownNameError("task kind", kind, list(KINDS))
+    return [name for name, task in TASKS.items() if task.kind == kind]

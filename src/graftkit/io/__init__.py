@@ -1,0 +1,34 @@
+"""Checkpoint I/O: read headers and tensors lazily, write shards in place, publish outputs atomically.
+
+This layer knows files, headers, shards and dtypes; it knows no merge method.
+"""
+
+from graftkit.io.checkpoint import Checkpoint
+from graftkit.io.layout import Format, find_layout
+from graftkit.io.output import atomic_output, free_disk_bytes
+from graftkit.io.quant import detect_quantization
+from graftkit.io.shards import estimate_output_bytes, plan_shards, shard_file_names
+from graftkit.io.side_files import copy_side_files, write_config, write_model_card
+from graftkit.io.tensor_info import TensorEntry, TensorInfo, dtype_name
+from graftkit.io.writer import JOURNAL_FILE, ShardedWriter, read_journal
+
+__all__ = [
+    "JOURNAL_FILE",
+    "Checkpoint",
+    "Format",
+    "ShardedWriter",
+    "TensorEntry",
+    "TensorInfo",
+    "atomic_output",
+    "copy_side_files",
+    "detect_quantization",
+    "dtype_name",
+    "estimate_output_bytes",
+    "find_layout",
+    "free_disk_bytes",
+    "plan_shards",
+    "read_journal",
+    "shard_file_names",
+    "write_config",
+    "write_model_card",
+]

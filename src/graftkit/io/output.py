@@ -1,0 +1,81 @@
+"""Create an output folder atomically, and check there is room for it.
+
+A merge writes into a temporary sibling of the output folder and renames it into place only when
+everything succeeded, so a crash or Ctrl-C never leaves a half-written model where a good one
+(or nothing) was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from graftkit.errors import OutputExistsError
+
+
+@contextmanager
+def atomic_output(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``out`` when the ``with`` block succeeds.
+
+    The temporary folder is ``.<name>.graft-tmp-<pid>`` beside ``out`` (same filesystem, so the
+    final rename is atomic). On success it is renamed to ``out``; with ``overwrite`` an existing
+    ``out`` is first moved aside, then deleted once the new one is in place. On any exception
+    (Ctrl-C included) the temporary folder is removed and an existing ``out`` is left untouched.
+
+    Args:
+        out: the final output folder.
+        overwrite: replace ``out`` if it exists.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is False (checked before and after).
+    """
+    out = Path(out)
+    _refuse_existing(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.graft-tmp-{os.getpid()}"
+    _remove(tmp)  # a leftover of an earlier run of this very process id
+    tmp.mkdir()
+    try:
+        yield tmp
+        _refuse_existing(out, overwrite)  # it may have appeared while we worked
+        if out.exists() or out.is_symlink():
+            old = out.parent / f".{out.name}.graft-old-{os.getpid()}"
+            _remove(old)
+            os.replace(out, old)
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)  # put the previous output back
+                raise
+            _remove(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise OutputExistsError(
+            f"{out}: already exists. Choose another output path, or pass --overwrite "
+            "(overwrite=True) to replace it."
+        )
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def free_disk_bytes(path: str | os.PathLike[str]) -> int:
+    """Free bytes on the filesystem that holds ``path`` (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free

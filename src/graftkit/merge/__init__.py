@@ -1,0 +1,1 @@
+"""Recipes, plans and the streaming executor (no tensor math here: that is :mod:`graftkit.methods`)."""

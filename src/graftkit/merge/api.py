@@ -1,0 +1,102 @@
+"""The Python API: :func:`merge` for checkpoints, :func:`merge_state_dicts` for in-memory models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from graftkit.merge.plan import build_plan
+from graftkit.merge.recipe import ModelEntry, Recipe, parse_recipe
+from graftkit.merge.run import MergeOptions, run_merge
+from graftkit.merge.sources import DictSink, StateDictSource
+from graftkit.merge.validate import resolve_recipe
+
+StateLike = Mapping[str, torch.Tensor] | torch.nn.Module
+
+
+def merge(recipe: str | Path | dict[str, Any] | Recipe, out: str | Path, **options: Any) -> Path:
+    """Merge the checkpoints a recipe names into a new Hugging Face checkpoint folder.
+
+    Args:
+        recipe: a YAML path, YAML text, a dict, or a parsed :class:`Recipe`.
+        out: the output folder; written to a temporary folder beside it and renamed when complete.
+        **options: :class:`graftkit.merge.run.MergeOptions` fields: ``device`` ("cpu"),
+            ``seed`` (overrides the recipe's), ``overwrite`` (False), ``threads`` (torch intra-op
+            threads), ``max_shard_size`` (bytes or "5GB"), ``progress`` (True), ``resume`` (False).
+
+    Returns:
+        The output folder.
+
+    Example:
+        >>> graftkit.merge("ties.yaml", "out/merged", device="cpu")
+    """
+    parsed = recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
+    return run_merge(parsed, Path(out), MergeOptions(**options))
+
+
+def merge_state_dicts(
+    method: str,
+    base: StateLike | None,
+    experts: Sequence[StateLike],
+    *,
+    seed: int = 0,
+    dare: dict[str, Any] | None = None,
+    device: str = "cpu",
+    out_dtype: str | None = None,
+    **params: Any,
+) -> dict[str, torch.Tensor]:
+    """Merge in-memory ``state_dict``s (or ``nn.Module``s) with the same math as :func:`merge`.
+
+    Args:
+        method: a registered merge method (see ``graft methods``).
+        base: the base model, or None for methods without one.
+        experts: the experts, in order.
+        seed: seed for randomised methods.
+        dare: options of the DARE pre-step, e.g. ``{"density": 0.1}``.
+        device: where the math runs.
+        out_dtype: "float32", "float16" or "bfloat16"; default: the base's dtype.
+        **params: method parameters. A per-expert parameter (``weight``, ``density``) may be a
+            list with one value per expert; anything else applies to every expert.
+
+    Returns:
+        The merged ``state_dict`` (tensors on CPU).
+    """
+    from graftkit.merge.executor import execute
+
+    n = len(experts)
+    per_expert_names = {"weight"} | {p.name for p in _spec_params(method) if p.per_expert}
+    expert_entries = []
+    for i in range(n):
+        chosen = {k: v[i] for k, v in params.items() if k in per_expert_names and _is_per_expert_list(v, n)}
+        expert_entries.append(ModelEntry(model=f"expert_{i}", parameters=chosen))
+    shared = {k: v for k, v in params.items() if not (k in per_expert_names and _is_per_expert_list(v, n))}
+    recipe = Recipe(
+        merge_method=method,
+        models=expert_entries,
+        base_model="base" if base is not None else None,
+        parameters=shared,
+        dare=dare,
+        seed=seed,
+        out_dtype=out_dtype,
+    )
+    resolved = resolve_recipe(recipe)
+    base_src = StateDictSource(base, "base") if base is not None else None
+    expert_srcs = [StateDictSource(e, f"expert {i}") for i, e in enumerate(experts)]
+    labels = (["base"] if base_src else []) + [f"expert {i}" for i in range(n)]
+    plan = build_plan(resolved, base_src, expert_srcs, labels)
+    sink = DictSink()
+    execute(plan, sink, device=device)
+    return sink.tensors
+
+
+def _spec_params(method: str):
+    from graftkit.methods import METHODS
+
+    return METHODS.get(method).params if method in METHODS else ()
+
+
+def _is_per_expert_list(value: Any, n: int) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == n and n > 1

@@ -1,0 +1,141 @@
+"""Stream a :class:`MergePlan`: read, merge, cast and write one tensor at a time.
+
+Reading the next tensors overlaps merging the current one (a small thread pool; file reads and
+torch kernels release the GIL) and writing runs on its own thread, so the wall time approaches
+the time it takes to read the inputs. At most ``prefetch + 2`` tensors' worth of inputs are in
+memory at once, whatever the model size.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from graftkit.errors import TensorValueError
+from graftkit.merge.params import resolve
+from graftkit.merge.plan import MergePlan, TensorJob
+from graftkit.merge.sources import TensorSink
+from graftkit.methods import expert_seed, run_method
+
+
+@dataclass
+class _Inputs:
+    job: TensorJob
+    base: torch.Tensor | None
+    experts: list[torch.Tensor]
+
+
+def execute(
+    plan: MergePlan,
+    sink: TensorSink,
+    *,
+    device: str | torch.device = "cpu",
+    prefetch: int = 2,
+    on_tensor: Callable[[TensorJob], None] | None = None,
+    skip: set[str] | None = None,
+) -> None:
+    """Merge every tensor of ``plan`` into ``sink``.
+
+    Args:
+        plan: the validated plan.
+        sink: where merged tensors go (a sharded writer or a dict).
+        device: where the math runs; inputs are moved there in float32.
+        prefetch: how many tensors' inputs to read ahead.
+        on_tensor: called after each tensor is handed to the sink (progress).
+        skip: tensor names already written (resume).
+    """
+    device = torch.device(device)
+    jobs = [job for job in plan.jobs if not skip or job.name not in skip]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="graft-read") as readers, ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="graft-write"
+    ) as writer:
+        pending_write: Future[None] | None = None
+        for inputs in _read_ahead(plan, jobs, readers, prefetch):
+            merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device)
+            if pending_write is not None:
+                pending_write.result()
+            pending_write = writer.submit(sink.write, inputs.job.name, merged)
+            if on_tensor is not None:
+                on_tensor(inputs.job)
+        if pending_write is not None:
+            pending_write.result()
+
+
+def merge_one(
+    plan: MergePlan,
+    job: TensorJob,
+    base: torch.Tensor | None,
+    experts: list[torch.Tensor],
+    device: torch.device,
+) -> torch.Tensor:
+    """Merge one tensor's inputs (storage dtype, CPU) into its output (``job.out_dtype``, CPU)."""
+    if not job.merge:
+        return base if base is not None else experts[0]
+    resolved = plan.resolved
+    labels = plan.labels
+    base_f = _to_compute(base, device, job.name, labels[0]) if resolved.spec.needs_base or resolved.recipe.dare else None
+    offset = 1 if plan.base is not None else 0
+    expert_f = [_to_compute(t, device, job.name, labels[offset + i]) for i, t in zip(job.experts, experts)]
+    params = {name: resolve(value, job.name, plan.n_layers, _default(plan, name)) for name, value in resolved.global_params.items()}
+    per_expert = {
+        name: tuple(resolve(resolved.expert_params[i][name], job.name, plan.n_layers, _default(plan, name)) for i in job.experts)
+        for name in resolved.expert_params[0]
+        if name != "weight"
+    }
+    weights = tuple(float(resolve(resolved.expert_params[i]["weight"], job.name, plan.n_layers, 1.0)) for i in job.experts)
+    seeds = tuple(expert_seed(resolved.recipe.seed, i, job.name) for i in job.experts)
+    dare = resolved.recipe.dare.model_dump() if resolved.recipe.dare else None
+    merged = run_method(
+        resolved.spec, expert_f, base=base_f, weights=weights, seeds=seeds, params={**params, **per_expert}, dare=dare
+    )
+    return merged.to(device="cpu", dtype=job.out_dtype)
+
+
+def _default(plan: MergePlan, name: str):
+    param = plan.resolved.spec.param(name)
+    return param.default if param is not None else 1.0
+
+
+def _to_compute(tensor: torch.Tensor | None, device: torch.device, name: str, label: str) -> torch.Tensor | None:
+    if tensor is None:
+        return None
+    out = tensor.to(device=device, dtype=torch.float32, non_blocking=True)
+    if not torch.isfinite(out.sum()):
+        raise TensorValueError(
+            f"Tensor `{name}` of {label} holds NaN or Inf values; a merge would spread them. "
+            "Check or re-export that checkpoint."
+        )
+    return out
+
+
+def _read_ahead(plan: MergePlan, jobs: list[TensorJob], pool: ThreadPoolExecutor, prefetch: int) -> Iterator[_Inputs]:
+    queue: deque[Future[_Inputs]] = deque()
+    iterator = iter(jobs)
+    for job in iterator:
+        queue.append(pool.submit(_read_job, plan, job))
+        if len(queue) > prefetch:
+            break
+    while queue:
+        inputs = queue.popleft().result()
+        nxt = next(iterator, None)
+        if nxt is not None:
+            queue.append(pool.submit(_read_job, plan, nxt))
+        yield inputs
+
+
+def _read_job(plan: MergePlan, job: TensorJob) -> _Inputs:
+    resolved = plan.resolved
+    uses_base = resolved.spec.needs_base or resolved.recipe.dare is not None or not job.merge
+    missing = any(job.name not in plan.experts[i].tensors for i in job.experts)
+    base = plan.base.read(job.name) if plan.base is not None and (uses_base or missing) else None
+    if not job.merge:
+        return _Inputs(job, base if base is not None else plan.experts[0].read(job.name), [])
+    experts = []
+    for i in job.experts:
+        source = plan.experts[i]
+        experts.append(source.read(job.name) if job.name in source.tensors else base)
+    return _Inputs(job, base, experts)

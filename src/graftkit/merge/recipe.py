@@ -1,0 +1,161 @@
+"""Merge recipes: YAML in, a frozen, validated :class:`Recipe` out.
+
+The schema is mergekit's for the methods both tools share (``merge_method``, ``base_model``,
+``models: [{model, parameters}]``, ``parameters``, ``dtype``, ``tokenizer_source``) plus
+graftkit's own fields (``out_dtype``, ``seed``, ``dare``, ``on_missing``). Structural errors are
+reported per field with what to write instead; method-level checks live in
+:mod:`graftkit.merge.validate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from graftkit.errors import RecipeError
+
+Scalar = Union[bool, int, float, str]  # noqa: UP007 - pydantic resolves this at runtime on 3.10
+
+
+class FilterValue(BaseModel):
+    """``{filter: <substring or glob of the tensor name>, value: …}``; no filter matches all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    filter: str | None = None
+    value: Union[Scalar, list[float]]  # noqa: UP007
+
+
+ParamValue = Union[Scalar, list[FilterValue], list[float]]  # noqa: UP007
+
+
+class ModelEntry(BaseModel):
+    """One input model and its per-expert parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str
+    parameters: dict[str, ParamValue] = Field(default_factory=dict)
+
+
+class DareOptions(BaseModel):
+    """The DARE pre-step (Yu et al. 2023) applied to every expert's delta before the method."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    density: float = Field(gt=0.0, le=1.0)
+    rescale: Literal["paper", "none", "l1"] = "paper"
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
+
+
+class Recipe(BaseModel):
+    """A validated merge recipe. See ``docs/recipes.md`` for every field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    merge_method: str
+    models: list[ModelEntry] = Field(min_length=1)
+    base_model: str | None = None
+    parameters: dict[str, ParamValue] = Field(default_factory=dict)
+    dare: DareOptions | None = None
+    out_dtype: str | None = None
+    dtype: str | None = None
+    seed: int = 0
+    tokenizer_source: str | None = None
+    on_missing: Literal["error", "base", "skip"] = "error"
+
+    @field_validator("out_dtype", "dtype")
+    @classmethod
+    def _known_dtype(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = DTYPE_ALIASES.get(value, value)
+        if value not in DTYPES:
+            raise ValueError(f"must be one of {', '.join(DTYPES)}, got {value!r}")
+        return value
+
+    @property
+    def storage_dtype(self) -> str | None:
+        """``out_dtype``, falling back to mergekit's ``dtype``; None means the base's dtype."""
+        return self.out_dtype or self.dtype
+
+    def model_paths(self) -> list[str]:
+        return [entry.model for entry in self.models]
+
+
+# mergekit fields graftkit does not implement, with what to do instead.
+UNSUPPORTED = {
+    "slices": "graftkit merges whole models; list them under `models:` (layer slicing is not supported).",
+    "modules": "per-module recipes are not supported; use `{filter, value}` parameter lists.",
+    "chat_template": "copy the chat template into the base's tokenizer_config.json instead.",
+}
+IGNORED = {"int8_mask"}  # mergekit memory option; graftkit always computes in float32
+
+
+def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
+    """Parse a recipe from a YAML path, a YAML string or a dict.
+
+    Raises:
+        RecipeError: the file is missing, not YAML, or a field is wrong (all field errors at once).
+    """
+    data = _load_mapping(source)
+    for key, advice in UNSUPPORTED.items():
+        if key in data:
+            raise RecipeError(f"Recipe field `{key}` is not supported by graftkit: {advice}")
+    if isinstance(data.get("parameters"), dict):
+        data["parameters"] = {k: v for k, v in data["parameters"].items() if k not in IGNORED}
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_explain(err, data)) from None
+
+
+def _load_mapping(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(source, dict):
+        return dict(source)
+    text: str
+    where = "recipe"
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and ":" not in source):
+        path = Path(source)
+        if not path.is_file():
+            raise RecipeError(f"Recipe file {str(path)!r} does not exist. Pass the path of a YAML recipe.")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    else:
+        text = str(source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{where} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where} must be a YAML mapping with `merge_method` and `models`, got {data!r}.")
+    return data
+
+
+def _explain(err: ValidationError, data: dict[str, Any]) -> str:
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"- `{where}`: {_unknown_field_hint(problem['loc'])}")
+        elif problem["type"] == "missing":
+            lines.append(f"- `{where}` is required.")
+        else:
+            lines.append(f"- `{where}`: {problem['msg']} (got {problem.get('input')!r}).")
+    return "The recipe has errors:\n" + "\n".join(lines)
+
+
+def _unknown_field_hint(loc: tuple[Any, ...]) -> str:
+    name = str(loc[-1])
+    if len(loc) == 3 and loc[0] == "models":
+        return (
+            f"unknown field `{name}` in a model entry. Per-model parameters go under "
+            f"`parameters:`, e.g. `- model: PATH\\n  parameters: {{{name}: …}}`."
+        )
+    if len(loc) == 1:
+        return (
+            f"unknown top-level field `{name}`. Method parameters go under `parameters:`; "
+            "valid fields are " + ", ".join(Recipe.model_fields) + "."
+        )
+    return f"unknown field `{name}`."

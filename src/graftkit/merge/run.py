@@ -1,0 +1,175 @@
+"""Merge checkpoints on disk: open headers, plan, stream into a temporary folder, rename."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from graftkit.errors import CheckpointError, GraftError, OutputExistsError
+from graftkit.merge.plan import MergePlan, build_plan
+from graftkit.merge.recipe import Recipe
+from graftkit.merge.validate import resolve_recipe
+
+log = logging.getLogger("graftkit")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from ``5GB``, ``500MB``, ``2GiB`` or a plain integer."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise GraftError(f"Cannot read size {value!r}; write it like 5GB, 500MB or 1000000.")
+    unit = (match.group(2) or "").upper()
+    base = 1024 if "I" in unit else 1000
+    power = "BKMGT".index(unit[0]) if unit and unit[0] != "B" else 0
+    return int(float(match.group(1)) * base**power)
+
+
+class MergeOptions(BaseModel):
+    """How to run a merge (not what to merge: that is the recipe)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    device: str = "cpu"
+    seed: int | None = None
+    overwrite: bool = False
+    threads: int | None = None
+    max_shard_size: int = 5 * 10**9
+    progress: bool = True
+    resume: bool = False
+
+    @field_validator("max_shard_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_size(value)
+
+
+def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
+    """Validate, plan and execute ``recipe`` into ``out``. See :func:`graftkit.merge`."""
+    from graftkit.io import atomic_output
+
+    if options.seed is not None:
+        recipe = recipe.model_copy(update={"seed": options.seed})
+    resolved = resolve_recipe(recipe)
+    if out.exists() and not options.overwrite and not options.resume:
+        raise OutputExistsError(f"Output folder {str(out)!r} already exists; pass --overwrite to replace it.")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    with open_plan(resolved, recipe) as plan:
+        for warning in plan.warnings:
+            log.warning(warning)
+        check_disk_space(plan, out)
+        with atomic_output(out, overwrite=options.overwrite) as tmp:
+            write_merge(plan, tmp, options)
+    return out
+
+
+@contextmanager
+def open_plan(resolved, recipe: Recipe) -> Iterator[MergePlan]:
+    """Open every checkpoint's headers and build the plan; close the files afterwards."""
+    from graftkit.io import Checkpoint
+
+    opened = []
+    try:
+        base = Checkpoint.open(recipe.base_model) if recipe.base_model else None
+        if base is not None:
+            opened.append(base)
+        experts = []
+        for path in resolved.expert_paths:
+            experts.append(Checkpoint.open(path))
+            opened.append(experts[-1])
+        for checkpoint in opened:
+            refuse_quantized(checkpoint)
+        labels = ([recipe.base_model] if base else []) + resolved.expert_paths
+        yield build_plan(resolved, base, experts, labels)
+    finally:
+        for checkpoint in opened:
+            checkpoint.close()
+
+
+def refuse_quantized(checkpoint: Any) -> None:
+    from graftkit.io import detect_quantization
+
+    kind = detect_quantization(checkpoint.config, checkpoint.tensors)
+    if kind:
+        raise CheckpointError(
+            f"{checkpoint.path} is a {kind} quantized checkpoint, which graftkit does not merge: "
+            "merge the full-precision checkpoints, then quantize the result."
+        )
+
+
+def check_disk_space(plan: MergePlan, out: Path) -> None:
+    from graftkit.io import free_disk_bytes
+
+    need = plan.total_out_bytes
+    free = free_disk_bytes(out)
+    if need > free:
+        raise GraftError(
+            f"The merged model needs about {need / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free "
+            f"under {out.parent}; free space or choose another output folder."
+        )
+
+
+def write_merge(plan: MergePlan, folder: Path, options: MergeOptions) -> None:
+    """Stream every tensor into sharded safetensors in ``folder``, then the small files."""
+    from graftkit.io import ShardedWriter
+    from graftkit.merge.executor import execute
+    from graftkit.merge.progress import merge_progress
+
+    entries = [(job.name, job.shape, job.out_dtype) for job in plan.jobs]
+    with ShardedWriter(folder, entries, options.max_shard_size) as writer, merge_progress(
+        plan, enabled=options.progress
+    ) as advance:
+        execute(plan, writer, device=options.device, on_tensor=advance)
+    write_side_files(plan, folder)
+
+
+def write_side_files(plan: MergePlan, folder: Path) -> None:
+    """config.json (with the output dtype), tokenizer and other small files, recipe, model card."""
+    from graftkit.io import copy_side_files, write_config, write_model_card
+
+    recipe = plan.resolved.recipe
+    reference = Path(recipe.base_model or recipe.models[0].model)
+    copy_side_files(reference, folder)
+    if recipe.tokenizer_source not in (None, "base"):
+        source = Path(recipe.tokenizer_source)
+        if not source.is_dir():
+            raise GraftError(f"`tokenizer_source` {str(source)!r} is not a model folder; use `base` or a path.")
+        copy_tokenizer(source, folder)
+    config = dict(plan.reference.config or {})
+    if config:
+        dtype = plan.out_dtype or _reference_float_dtype(plan)
+        write_config(folder, config, dtype)
+    recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    (folder / "graft_recipe.yaml").write_text(recipe_yaml, encoding="utf-8")
+    write_model_card(folder, plan.resolved.spec.name, plan.labels, recipe_yaml)
+
+
+TOKENIZER_FILES = ("tokenizer", "special_tokens_map", "vocab", "merges", "added_tokens", "chat_template")
+
+
+def copy_tokenizer(source: Path, folder: Path) -> None:
+    """Copy the tokenizer files of ``source`` over the ones taken from the base."""
+    import shutil
+
+    for path in source.iterdir():
+        if path.is_file() and path.name.startswith(TOKENIZER_FILES) or path.suffix == ".model":
+            shutil.copy2(path, folder / path.name)
+
+
+def _reference_float_dtype(plan: MergePlan) -> torch.dtype:
+    for job in plan.jobs:
+        if job.merge:
+            return job.out_dtype
+    return torch.float32

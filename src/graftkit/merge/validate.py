@@ -1,0 +1,164 @@
+"""Check a recipe against its method's parameter specs, before any checkpoint is opened.
+
+Produces a :class:`ResolvedRecipe`: the method spec, and every parameter filled with its
+default, aliases applied (``drop_rate`` → ``density``), ranges checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from graftkit.errors import RecipeError, UnknownNameError
+from graftkit.merge.params import scalars_in
+from graftkit.merge.recipe import FilterValue, Recipe
+from graftkit.methods import METHODS
+from graftkit.methods.spec import WEIGHT, MethodSpec, ParamSpec
+
+
+@dataclass(frozen=True)
+class ResolvedRecipe:
+    """A recipe whose parameters are complete and valid for its method.
+
+    Attributes:
+        recipe: the parsed recipe (with the base removed from ``models`` where mergekit does so).
+        spec: the merge method.
+        global_params: every global parameter → value (scalar, per-layer list or filters).
+        expert_params: per expert, ``weight`` and every per-expert parameter → value.
+    """
+
+    recipe: Recipe
+    spec: MethodSpec
+    global_params: dict[str, Any]
+    expert_params: list[dict[str, Any]]
+
+    @property
+    def expert_paths(self) -> list[str]:
+        return self.recipe.model_paths()
+
+
+def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
+    """Validate ``recipe`` against its method; raise :class:`RecipeError` listing every problem."""
+    try:
+        spec = METHODS.get(recipe.merge_method)
+    except UnknownNameError as err:
+        raise RecipeError(f"`merge_method`: {err}") from None
+    recipe = _drop_base_from_models(recipe, spec)
+    problems: list[str] = []
+    global_params = _apply_alias(dict(recipe.parameters), "parameters", problems)
+    experts = [
+        _apply_alias(dict(m.parameters), f"models[{i}].parameters", problems)
+        for i, m in enumerate(recipe.models)
+    ]
+    _check_structure(recipe, spec, problems)
+    known = {p.name: p for p in (WEIGHT, *spec.params)}
+    _check_names(global_params, "parameters", known, spec, problems, per_expert_place=False)
+    for i, params in enumerate(experts):
+        _check_names(params, f"models[{i}].parameters", known, spec, problems, per_expert_place=True)
+    resolved_global = {p.name: global_params.get(p.name, p.default) for p in spec.params if not p.per_expert}
+    resolved_experts = [
+        {p.name: params.get(p.name, global_params.get(p.name, p.default)) for p in known.values() if p.per_expert}
+        for params in experts
+    ]
+    _check_weight_sum(spec, resolved_global, resolved_experts, problems)
+    if problems:
+        raise RecipeError(f"The recipe for `{spec.name}` has errors:\n" + "\n".join(problems))
+    return ResolvedRecipe(recipe, spec, resolved_global, resolved_experts)
+
+
+def _drop_base_from_models(recipe: Recipe, spec: MethodSpec) -> Recipe:
+    """mergekit lists the base among `models` for task-vector methods; it is not an expert there."""
+    if recipe.base_model is None:
+        return recipe
+    if spec.needs_base:
+        models = [m for m in recipe.models if m.model != recipe.base_model]
+        return recipe.model_copy(update={"models": models}) if models else recipe
+    if spec.name == "slerp":  # mergekit: base_model is the t=0 end
+        ordered = sorted(recipe.models, key=lambda m: m.model != recipe.base_model)
+        return recipe.model_copy(update={"models": ordered})
+    return recipe
+
+
+def _apply_alias(params: dict[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
+    if "drop_rate" not in params:
+        return params
+    if "density" in params:
+        problems.append(f"- `{where}`: give either `density` or `drop_rate` (= 1 − density), not both.")
+        return params
+    rate = params.pop("drop_rate")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+        params["density"] = 1.0 - float(rate)
+    elif isinstance(rate, list) and all(isinstance(v, (int, float)) for v in rate):
+        params["density"] = [1.0 - float(v) for v in rate]
+    else:
+        problems.append(f"- `{where}.drop_rate`: must be a number in [0, 1) or a per-layer list of them.")
+    return params
+
+
+def _check_structure(recipe: Recipe, spec: MethodSpec, problems: list[str]) -> None:
+    n = len(recipe.models)
+    if spec.needs_base and recipe.base_model is None:
+        problems.append(f"- `base_model`: `{spec.name}` combines task vectors (expert − base); name the base model.")
+    if recipe.dare is not None:
+        if not spec.accepts_dare:
+            problems.append(f"- `dare`: the DARE pre-step cannot be combined with `{spec.name}`; remove `dare:`.")
+        elif recipe.base_model is None:
+            problems.append("- `dare`: the DARE pre-step drops entries of expert − base; name a `base_model`.")
+    if n < spec.min_models:
+        problems.append(f"- `models`: `{spec.name}` needs at least {spec.min_models} model(s), got {n}.")
+    if spec.max_models is not None and n > spec.max_models:
+        exact = "exactly" if spec.max_models == spec.min_models else "at most"
+        problems.append(f"- `models`: `{spec.name}` takes {exact} {spec.max_models} models, got {n}.")
+
+
+def _check_names(
+    params: dict[str, Any],
+    where: str,
+    known: dict[str, ParamSpec],
+    spec: MethodSpec,
+    problems: list[str],
+    *,
+    per_expert_place: bool,
+) -> None:
+    for name, value in params.items():
+        param = known.get(name)
+        if param is None:
+            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            valid = ", ".join(sorted(known))
+            problems.append(f"- `{where}.{name}`: `{spec.name}` has no parameter `{name}`.{hint} Valid: {valid}.")
+            continue
+        if per_expert_place and not param.per_expert:
+            problems.append(f"- `{where}.{name}`: `{name}` is global for `{spec.name}`; move it to top-level `parameters:`.")
+            continue
+        _check_value(param, value, f"{where}.{name}", problems)
+
+
+def _check_value(param: ParamSpec, value: Any, where: str, problems: list[str]) -> None:
+    structured = isinstance(value, list)
+    if structured and param.type not in (int, float):
+        problems.append(f"- `{where}`: must be a single value, not a list.")
+        return
+    if structured and not value:
+        problems.append(f"- `{where}`: an empty list; give a number or a non-empty list.")
+        return
+    if structured and isinstance(value[0], FilterValue) and not all(isinstance(v, FilterValue) for v in value):
+        problems.append(f"- `{where}`: mixes numbers and {{filter, value}} entries; use one form.")
+        return
+    for scalar in scalars_in(value):
+        why = param.check(scalar)
+        if why:
+            problems.append(f"- `{where}`: {why}.")
+            return
+
+
+def _check_weight_sum(spec: MethodSpec, global_params: dict[str, Any], experts: list[dict[str, Any]], problems: list[str]) -> None:
+    if not spec.normalizes_weights(global_params):
+        return
+    weights = [e.get("weight", 1.0) for e in experts]
+    if all(isinstance(w, (int, float)) for w in weights) and abs(sum(weights)) < 1e-12:
+        problems.append(
+            f"- `models[*].parameters.weight`: the weights sum to 0 but `{spec.name}` divides by their sum; "
+            "change a weight or set `normalize: false`."
+        )

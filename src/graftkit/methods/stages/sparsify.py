@@ -1,0 +1,179 @@
+"""Sparsifiers: zero some entries of one task vector ``d`` and rescale the rest.
+
+Each takes the delta of one expert for one tensor, which the caller owns, and may modify it in
+place; each returns the sparsified delta (same shape, float32). Magnitude ranks use one total
+order everywhere: larger ``|d|`` first, and among equal ``|d|`` the lower row-major index first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from graftkit.methods.params import count, keep_count
+from graftkit.methods.rng import uniform
+
+# DELLA sorts rows in blocks of about this many entries, to bound the sort's extra memory.
+_DELLA_BLOCK = 1 << 24
+
+
+def top_magnitude_mask(a: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the ``k`` largest entries of ``a`` (ties: lower index first).
+
+    Args:
+        a: (n,) non-negative magnitudes.
+        k: how many entries to select.
+
+    Returns:
+        (n,) bool mask. When the k-th largest value is 0, the mask holds only the non-zero
+        entries (fewer than ``k``): which zeros are "kept" cannot change any result, and not
+        listing them avoids indexing every zero of an untouched tensor.
+    """
+    n = a.numel()
+    if k >= n:
+        return torch.ones_like(a, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(a, dtype=torch.bool)
+    v = a.kthvalue(n - k + 1).values  # the k-th largest value
+    mask = a > v
+    need = k - int(mask.sum())
+    if need > 0 and v > 0:
+        ties = (a == v).nonzero().squeeze(1)[:need]  # ascending indices
+        mask[ties] = True
+    return mask
+
+
+def _apply(d: torch.Tensor, keep: torch.Tensor, density: float, rescale: str) -> torch.Tensor:
+    """Zero ``d`` outside ``keep`` (in place) and rescale what is kept."""
+    l1 = d.abs().sum() if rescale == "l1" else None
+    d.masked_fill_(keep.logical_not_(), 0.0)
+    if rescale == "paper":
+        d.div_(density)
+    elif rescale == "l1":
+        kept_l1 = d.abs().sum()
+        if kept_l1 > 0:
+            d.mul_(l1 / kept_l1)
+    elif rescale != "none":
+        raise ValueError(f"rescale must be paper, none or l1, got {rescale!r}")
+    return d
+
+
+def magnitude(d: torch.Tensor, *, density: float, rescale: str = "none") -> torch.Tensor:
+    """Keep the ``k = max(1, floor(density · n))`` largest-``|d|`` entries of the tensor.
+
+    This is TIES' trim step (with ``rescale="none"``) and the magnitude-pruning baseline of
+    Yu et al. 2023 (https://arxiv.org/abs/2311.03099).
+
+    Args:
+        d: task vector, any shape with n entries, contiguous; modified in place.
+        density: fraction kept, in (0, 1].
+        rescale: ``none``, ``paper`` (×1/density) or ``l1`` (restore the L1 norm).
+    """
+    n = d.numel()
+    k = keep_count(density, n)
+    if k >= n:
+        return d
+    keep = top_magnitude_mask(d.abs().view(-1), k).view(d.shape)
+    return _apply(d, keep, density, rescale)
+
+
+def dare(d: torch.Tensor, *, density: float, seed: int, rescale: str = "paper") -> torch.Tensor:
+    """DARE (Yu et al. 2023, https://arxiv.org/abs/2311.03099): drop entries at random.
+
+    Each entry is kept by an independent Bernoulli(``density``) draw from stream ``"dare"`` of
+    ``seed``; kept entries are rescaled by ``rescale`` (``paper``: ×1/density, so E[d̃] = d).
+
+    Args:
+        d: task vector, any shape; modified in place.
+        density: keep probability in (0, 1]; 1 returns ``d`` unchanged.
+        seed: the expert seed for this tensor.
+        rescale: ``paper``, ``none`` or ``l1``.
+    """
+    if density >= 1:
+        return d
+    keep = uniform(d.shape, seed, stream="dare", device=d.device) < density
+    return _apply(d, keep, density, rescale)
+
+
+def breadcrumbs(d: torch.Tensor, *, density: float, gamma: float) -> torch.Tensor:
+    """Model Breadcrumbs (Davari & Belilovsky 2024, https://arxiv.org/abs/2312.06795).
+
+    Drops the ``floor(gamma · n)`` largest-``|d|`` entries (outliers; none when gamma · n < 1)
+    and keeps the next ``max(1, floor(density · n))`` entries, clipped to the ``n - floor(gamma · n)``
+    that remain, so a tensor is never zeroed whole. No rescaling.
+
+    Args:
+        d: task vector, any shape, contiguous; modified in place.
+        density: fraction of entries kept, in (0, 1].
+        gamma: fraction of entries dropped as outliers, in [0, 1).
+    """
+    n = d.numel()
+    n_top = count(gamma, n)
+    k = min(keep_count(density, n), n - n_top)
+    if n_top == 0 and k >= n:
+        return d
+    a = d.abs().view(-1)
+    keep = top_magnitude_mask(a, n_top + k)
+    if n_top > 0:
+        keep &= ~top_magnitude_mask(a, n_top)
+    return _apply(d, keep.view(d.shape), density, "none")
+
+
+def _rows(d: torch.Tensor) -> torch.Tensor:
+    """DELLA's rows: (shape[0], rest) for ≥2-D tensors, one row for 0-D and 1-D tensors."""
+    return d.reshape(d.shape[0], -1) if d.dim() >= 2 else d.reshape(1, -1)
+
+
+def della_probabilities(d: torch.Tensor, *, density: float, epsilon: float) -> torch.Tensor:
+    """Keep probabilities ``p_j = density - ε + 2ε · r_j`` of DELLA's MagPrune.
+
+    ``r_j`` is the rank of ``|d_j|`` within its row scaled to [0, 1] (largest → 1, smallest → 0;
+    ties: lower index ranks higher); a row of one entry gets ``r = 0.5``, i.e. ``p = density``,
+    so every row's mean keep probability is ``density``.
+
+    Args:
+        d: task vector, any shape (rows as in :func:`della`).
+        density: mean keep probability; ``density ± epsilon`` must lie in (0, 1).
+        epsilon: half-width of the probability range, ≥ 0.
+
+    Returns:
+        float32 tensor of ``d``'s shape with values in [density - ε, density + ε].
+    """
+    if not (density - epsilon > 0 and density + epsilon < 1):
+        raise ValueError(f"density ± epsilon must lie in (0, 1), got {density} ± {epsilon}")
+    if d.numel() == 0:
+        return torch.empty_like(d)
+    rows = _rows(d)  # (R, M)
+    m = rows.shape[1]
+    if m == 1:
+        return torch.full_like(d, density)
+    # p by descending rank q = 0..M-1, computed on the CPU so every device gets the same bytes.
+    p_by_rank = torch.linspace(density + epsilon, density - epsilon, m, dtype=torch.float32)
+    p_by_rank = p_by_rank.to(d.device)
+    p = torch.empty_like(rows)  # (R, M)
+    block = max(1, _DELLA_BLOCK // m)
+    for start in range(0, rows.shape[0], block):
+        part = rows[start : start + block].abs()  # (B, M)
+        order = part.sort(dim=1, descending=True, stable=True).indices  # (B, M)
+        p[start : start + block].scatter_(1, order, p_by_rank.expand_as(part))
+    return p.view(d.shape)
+
+
+def della(d: torch.Tensor, *, density: float, epsilon: float, seed: int) -> torch.Tensor:
+    """DELLA's MagPrune (Deep et al. 2024, https://arxiv.org/abs/2406.11617).
+
+    Keeps entry j with probability ``p_j`` from :func:`della_probabilities` (draws from stream
+    ``"della"`` of ``seed``) and rescales kept entries by ``1/p_j``, so E[d̃] = d.
+
+    Rows: a 2-D (out, in) tensor has ``out`` rows of ``in`` entries; tensors with more dims are
+    flattened to (shape[0], -1) (one row per output channel); 0-D and 1-D tensors are one row.
+
+    Args:
+        d: task vector, any shape; modified in place.
+        density: mean keep probability.
+        epsilon: spread of the probabilities around ``density``.
+        seed: the expert seed for this tensor.
+    """
+    p = della_probabilities(d, density=density, epsilon=epsilon)
+    keep = uniform(d.shape, seed, stream="della", device=d.device) < p
+    d.div_(p).masked_fill_(keep.logical_not_(), 0.0)
+    return d

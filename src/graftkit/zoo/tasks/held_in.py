@@ -1,0 +1,110 @@
+"""Held-in families: the skills experts are fine-tuned on, one expert per family."""
+
+from __future__ import annotations
+
+import random
+
+from graftkit.zoo.tasks._draw import DIGITS, kv_pairs, kv_text, mixed_case, number, word
+from graftkit.zoo.tasks.base import Kind, Task, register_task
+
+
+class HeldIn(Task):
+    kind: Kind = "held_in"
+
+
+@register_task
+class Addition(HeldIn):
+    """Add two numbers of up to three digits: ``"add\\n57+312\\n="`` → ``"369"``."""
+
+    name = "addition"
+    instruction = "add"
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        a, b = number(rng, 3), number(rng, 3)
+        return f"{a}+{b}", str(a + b)
+
+
+@register_task
+class Reversal(HeldIn):
+    """Reverse a lower-case word of 3–8 letters."""
+
+    name = "reversal"
+    instruction = "reverse"
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        w = word(rng, 3, 8)
+        return w, w[::-1]
+
+
+@register_task
+class DigitSort(HeldIn):
+    """Sort 3–8 digits in ascending order."""
+
+    name = "digit_sort"
+    instruction = "sort"
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        d = word(rng, 3, 8, DIGITS)
+        return d, "".join(sorted(d))
+
+
+@register_task
+class CharCount(HeldIn):
+    """Count a character in a string over ``abcd``: ``"count\\nb:abbcb\\n="`` → ``"3"``."""
+
+    name = "char_count"
+    instruction = "count"
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        s = word(rng, 4, 10, "abcd")
+        c = rng.choice("abcd")
+        return f"{c}:{s}", str(s.count(c))
+
+
+@register_task
+class KeyLookup(HeldIn):
+    """Look a key up in a list given in the prompt: ``"a=3,k=7;k"`` → ``"7"``."""
+
+    name = "key_lookup"
+    instruction = "lookup"
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        pairs = kv_pairs(rng, 3, 5)
+        key = rng.choice(list(pairs))
+        return f"{kv_text(pairs)};{key}", str(pairs[key])
+
+
+@register_task
+class CaseSwap(HeldIn):
+    """Swap the case of every letter of a mixed-case word."""
+
+    name = "case_swap"
+    instruction = "swap case"
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        w = mixed_case(rng, 3, 8)
+        return w, w.swapcase()
+
+
+@register_task
+class Modulo(HeldIn):
+    """Remainder of a number below 200 by a divisor 2–9: ``"47%5"`` → ``"2"``."""
+
+    name = "modulo"
+    instruction = "mod"
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        a, m = rng.randint(0, 199), rng.randint(2, 9)
+        return f"{a}%{m}", str(a % m)
+
+
+@register_task
+class LetterDouble(HeldIn):
+    """Copy a word with a rule: write every letter twice (``"abc"`` → ``"aabbcc"``)."""
+
+    name = "letter_double"
+    instruction = "double"
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        w = word(rng, 2, 6)
+        return w, "".join(c + c for c in w)
