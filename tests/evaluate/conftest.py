@@ -60,8 +60,9 @@ class ForcedLM(torch.nn.Module):
         self.fallback = tokenizer.convert_tokens_to_ids(fallback)
         self.next: dict[tuple[int, ...], int] = {}
         for prompt, text in outputs.items():
-            bos_prompt = [tokenizer.bos_token_id, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
-            full = bos_prompt + tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            full = [tokenizer.bos_token_id, *prompt_ids, *text_ids, tokenizer.eos_token_id]
             for t in range(1, len(full)):
                 self.next[tuple(full[:t])] = full[t]
         self.calls = 0

@@ -44,8 +44,9 @@ def test_inventory_matches_safetensors_view(mixed_file: Path) -> None:
     assert ck.metadata == {"format": "pt", "note": "x"}
     assert ck.config is None
     with safe_open(mixed_file, "pt") as f:
-        assert sorted(ck.tensors) == sorted(f.keys())
-        for name in f.keys():
+        names = list(f.keys())
+        assert sorted(ck.tensors) == sorted(names)
+        for name in names:
             info = ck.tensors[name]
             sl = f.get_slice(name)
             assert list(info.shape) == sl.get_shape()
@@ -76,6 +77,18 @@ def test_read_returns_fresh_owned_tensors(mixed_file: Path) -> None:
         a = ck.read("f32")
         a.zero_()
         assert torch.equal(ck.read("f32"), MIXED["f32"])
+
+
+def test_read_into_out(mixed_file: Path) -> None:
+    with Checkpoint.open(mixed_file) as ck:
+        out = torch.full((3, 5), float("nan"))
+        assert ck.read("f32", out=out) is out and torch.equal(out, MIXED["f32"])
+        bf = torch.empty(2, 3, 3, dtype=torch.bfloat16)
+        assert torch.equal(ck.read("bf16", out=bf), MIXED["bf16"])
+        with pytest.raises(ValueError, match="contiguous CPU torch.float32"):
+            ck.read("f32", out=torch.empty(5, 3).t())
+        with pytest.raises(ValueError, match="shape"):
+            ck.read("f32", out=torch.empty(15))
 
 
 def test_concurrent_reads_from_threads(tiny_llama: tuple[Path, dict[str, torch.Tensor]]) -> None:

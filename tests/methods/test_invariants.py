@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TASK_VECTOR_METHODS, seeds_for
 
+from conftest import TASK_VECTOR_METHODS, seeds_for
 from graftkit.methods import run_method
 from graftkit.methods.linear import linear
 from graftkit.methods.slerp import slerp

@@ -39,7 +39,7 @@ def test_round_trip_one_token_per_char(tok):
         ids = tok(c)["input_ids"]
         assert ids[0] == tok.bos_token_id and len(ids) == 2, repr(c)
         assert tok.decode(ids, skip_special_tokens=True) == c
-    for sample in (ALPHABET, "add\n12+3\n=", "  a  b\n\n", 'x"y\'z #_'):
+    for sample in (ALPHABET, "add\n12+3\n=", "  a  b\n\n", "x\"y'z #_"):
         ids = tok(sample)["input_ids"]
         assert len(ids) == len(sample) + 1
         assert tok.decode(ids, skip_special_tokens=True) == sample

@@ -35,8 +35,7 @@ class CrossAttentionConnection(nn.Module):
         self.kv_norm = norm.build(anchor_dim)
         self.q_norm = norm.build(anchor_dim)
         self.q_proj = nn.Linear(anchor_dim, anchor_dim, bias=False)
-        self.k_proj = nn.Linear(anchor_dim, anchor_dim, bias=False)
-        self.v_proj = nn.Linear(anchor_dim, anchor_dim, bias=False)
+        self.kv_proj = nn.Linear(anchor_dim, 2 * anchor_dim, bias=False)  # keys and values in one matmul
         self.o_proj = nn.Linear(anchor_dim, anchor_dim, bias=False)
         nn.init.zeros_(self.o_proj.weight)
 
@@ -47,22 +46,29 @@ class CrossAttentionConnection(nn.Module):
     def keys_values(self, augment_hidden: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values of augment states ``(B, S, D_A)``: two ``(B, H, S, hd)`` tensors."""
         x = augment_hidden.to(self.proj.weight.dtype)
-        kv = self.kv_norm(self.proj(x))  # (B, S, D_B)
-        return self._heads(self.k_proj(kv)), self._heads(self.v_proj(kv))
+        kv = self.kv_proj(self.kv_norm(self.proj(x)))  # (B, S, 2·D_B)
+        k, v = kv.chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
 
-    def forward(self, hidden: Tensor, keys: Tensor, values: Tensor, allowed: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, keys: Tensor, values: Tensor, allowed: Tensor | None) -> Tensor:
         """Anchor states after the connection.
 
         Args:
             hidden: anchor states ``(B, T, D_B)`` leaving the connected block.
             keys, values: from :meth:`keys_values`, ``(B, H, S, hd)``.
             allowed: ``(B, T, S)`` bool, True where query t may read augment position s (causal and
-                not padding). A query with no allowed position receives nothing.
+                not padding). A query with no allowed position receives nothing. ``None`` means
+                ``S == T`` over the same positions with no padding: plain causal attention, which
+                uses the fused causal kernels.
 
         Returns:
             ``hidden + cross_attention(...)``, in ``hidden``'s dtype, ``(B, T, D_B)``.
         """
         q = self._heads(self.q_proj(self.q_norm(hidden.to(self.q_proj.weight.dtype))))  # (B, H, T, hd)
+        if allowed is None:
+            attn = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), is_causal=True)
+            attn = attn.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)  # (B, T, D_B)
+            return hidden + self.o_proj(attn).to(hidden.dtype)
         any_key = allowed.any(dim=-1, keepdim=True)  # (B, T, 1)
         # A row with no key would softmax to NaN, and 0 * NaN is NaN even behind a zero o_proj:
         # open such rows to every key, then drop their result.

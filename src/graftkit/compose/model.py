@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -213,12 +214,14 @@ class ComposedModel(nn.Module):
 
         # Anchor position t (sequence index past_len + t) reads augment positions s ≤ t that are not padding.
         query_slots = torch.arange(past_len, past_len + length, device=input_ids.device)
-        per_layer: dict[int, list[tuple[CrossAttentionConnection, Tensor, Tensor, Tensor]]] = {}
+        per_layer: dict[int, list[tuple[CrossAttentionConnection, Tensor, Tensor, Tensor | None]]] = {}
         for conns, bridge, per_conn, key_mask in zip(
             self.connections, self.bridge, kvs, key_masks, strict=True
         ):
-            key_slots = torch.arange(key_mask.shape[1], device=input_ids.device)
-            allowed = allowed_positions(query_slots, key_slots, key_mask)  # (B, T, S)
+            allowed = None  # None: same positions, no padding -> plain causal attention (fused kernels)
+            if past_len > 0 or key_mask.shape[1] != length or not bool(key_mask.all()):
+                key_slots = torch.arange(key_mask.shape[1], device=input_ids.device)
+                allowed = allowed_positions(query_slots, key_slots, key_mask)  # (B, T, S)
             for conn, module, (k, v) in zip(conns, bridge, per_conn, strict=True):
                 per_layer.setdefault(conn.anchor_layer, []).append((module, k, v, allowed))
 
@@ -250,6 +253,12 @@ class ComposedModel(nn.Module):
         if use_cache:
             cache = ComposedCache(out.past_key_values, list(aug_caches), kvs, key_masks, past_len + length)
         return CausalLMOutputWithPast(loss=loss, logits=out.logits, past_key_values=cache)
+
+    def save_bridge(self, path: str | Path, **kwargs: Any) -> Path:
+        """See :func:`graftkit.compose.files.save_bridge`."""
+        from graftkit.compose.files import save_bridge
+
+        return save_bridge(self, path, **kwargs)
 
     def generate(self, input_ids: Tensor, max_new_tokens: int, **kwargs: Any) -> Tensor:
         """See :func:`graftkit.compose.generate.generate`."""

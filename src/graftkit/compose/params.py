@@ -27,7 +27,7 @@ class BridgeParamCount:
 
 
 def bridge_param_count(model: ComposedModel) -> BridgeParamCount:
-    """Exact count of Θ_C. Per connection: ``D_A·D_B + D_B`` (f_proj) ``+ 4·D_B²`` (q, k, v, o) plus
+    """Exact count of Θ_C. Per connection: ``D_A·D_B + D_B`` (f_proj) ``+ 4·D_B²`` (q, kv, o) plus
     two norms (``D_B`` each for RMSNorm, ``2·D_B`` for LayerNorm)."""
     per_augment = tuple(sum(p.numel() for p in bridge.parameters()) for bridge in model.bridge)
     anchor = sum(p.numel() for p in model.anchor.parameters())  # parameters() counts tied weights once

@@ -66,7 +66,7 @@ def greedy_generate(
     batch = ids.shape[0]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     steps: list[torch.Tensor] = []
-    out = model(input_ids=ids, position_ids=pos, use_cache=True)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     next_pos = pos[:, -1:] + 1  # (B, 1)
     for step in range(max_new_tokens):
         token = out.logits[:, -1, :].argmax(dim=-1)  # (B,)

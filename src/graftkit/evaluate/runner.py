@@ -50,7 +50,7 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-    tokenizer: str | Path | None = None,
+    tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local folder (never runs remote code).
 
@@ -58,7 +58,7 @@ def load_model(
         path: a folder written by ``save_pretrained``.
         device: where to put the model; see :func:`pick_device`.
         dtype: weights are cast to this type.
-        tokenizer: a folder to load the tokenizer from, when ``path`` has none.
+        tokenizer: a tokenizer, or a folder to load it from, when ``path`` has none.
 
     Raises:
         CheckpointError: the folder or its tokenizer cannot be read.
@@ -72,6 +72,8 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot load a causal LM from {str(path)!r}: {err}") from err
+    if isinstance(tokenizer, PreTrainedTokenizerBase):
+        return model.to(pick_device(device)).eval(), tokenizer
     tok_path = Path(tokenizer) if tokenizer is not None else path
     try:
         tok = AutoTokenizer.from_pretrained(tok_path, trust_remote_code=False)
@@ -121,10 +123,7 @@ def evaluate_model(
     """
     resolved = [(name, get_task(name, registry)) for name in tasks]
     if isinstance(model_or_path, (str, Path)):
-        tok_path = tokenizer if isinstance(tokenizer, (str, Path)) else None
-        model, tok = load_model(model_or_path, device=device, tokenizer=tok_path)
-        if isinstance(tokenizer, PreTrainedTokenizerBase):
-            tok = tokenizer
+        model, tok = load_model(model_or_path, device=device, tokenizer=tokenizer)
         label = label or str(model_or_path)
     else:
         if tokenizer is None:

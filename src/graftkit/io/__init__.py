@@ -5,7 +5,7 @@ This layer knows files, headers, shards and dtypes; it knows no merge method.
 
 from graftkit.io.checkpoint import Checkpoint
 from graftkit.io.layout import Format, find_layout
-from graftkit.io.output import atomic_output, free_disk_bytes
+from graftkit.io.output import atomic_output, free_disk_bytes, partial_folder
 from graftkit.io.quant import detect_quantization
 from graftkit.io.shards import estimate_output_bytes, plan_shards, shard_file_names
 from graftkit.io.side_files import copy_side_files, write_config, write_model_card
@@ -26,6 +26,7 @@ __all__ = [
     "estimate_output_bytes",
     "find_layout",
     "free_disk_bytes",
+    "partial_folder",
     "plan_shards",
     "read_journal",
     "shard_file_names",

@@ -97,27 +97,42 @@ class Checkpoint:
         """The quantization scheme these weights use (see :func:`detect_quantization`), or None."""
         return detect_quantization(self.config, self.tensors)
 
-    def read(self, name: str) -> torch.Tensor:
-        """Read one tensor into a fresh CPU tensor the caller owns.
+    def read(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Read one tensor into a fresh CPU tensor the caller owns, or into ``out``.
 
-        Safe to call from many threads at once.
+        Safe to call from many threads at once. Most of the cost of a fresh read of a page-cached
+        file is first-touching the new allocation; a caller that recycles buffers can pass ``out``.
 
         Args:
             name: a key of :attr:`tensors`.
+            out: optional contiguous CPU tensor of exactly the tensor's dtype and shape to fill.
 
         Returns:
-            The tensor, shape ``tensors[name].shape``, in its storage dtype.
+            The tensor, shape ``tensors[name].shape``, in its storage dtype (``out`` if given).
         """
         info = self.tensors.get(name)
         if info is None:
             raise KeyError(f"{self.path}: no tensor named {name!r}")
         if info.offset < 0:
             self._check_open()
-            return self._bin_state[info.file][name].clone(memory_format=torch.contiguous_format)
-        buf = torch.empty(info.nbytes, dtype=torch.uint8)
+            src = self._bin_state[info.file][name]
+            return src.clone(memory_format=torch.contiguous_format) if out is None else out.copy_(src)
+        if out is None:
+            out = torch.empty(info.shape, dtype=info.dtype)
+        elif (
+            tuple(out.shape) != info.shape
+            or out.dtype != info.dtype
+            or out.device.type != "cpu"
+            or not out.is_contiguous()
+        ):
+            raise ValueError(
+                f"read({name!r}, out=...): out must be a contiguous CPU {info.dtype} tensor of shape "
+                f"{list(info.shape)}, got {out.dtype} {list(out.shape)} on {out.device}"
+            )
         if info.nbytes:
+            buf = out.reshape(-1).view(torch.uint8)  # (nbytes,) view of out's memory
             _pread_into(self._fd(info.file), buf.numpy(), info.offset, info)
-        return buf.view(info.dtype).reshape(info.shape)
+        return out
 
     def close(self) -> None:
         """Close cached file descriptors and drop memory maps. Reading afterwards is an error."""

@@ -52,7 +52,11 @@ def find_layout(path: Path) -> Layout:
     Raises:
         CheckpointError: the path is missing, ambiguous, names missing shards, or holds no weights.
     """
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte …: not a path that can exist
+        raise CheckpointError(f"{str(path)!r}: not a usable path ({e}). Check the checkpoint path.") from None
+    if not exists:
         raise CheckpointError(f"{path}: no such file or folder. Check the checkpoint path.")
     if path.is_file():
         if path.suffix == ".safetensors":

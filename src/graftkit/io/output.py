@@ -16,8 +16,16 @@ from pathlib import Path
 from graftkit.errors import OutputExistsError
 
 
+def partial_folder(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`atomic_output` builds ``out`` when ``resumable``: ``.<name>.graft-partial``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.graft-partial"
+
+
 @contextmanager
-def atomic_output(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+def atomic_output(
+    out: str | os.PathLike[str], overwrite: bool = False, *, resumable: bool = False, resume: bool = False
+) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``out`` when the ``with`` block succeeds.
 
     The temporary folder is ``.<name>.graft-tmp-<pid>`` beside ``out`` (same filesystem, so the
@@ -25,9 +33,16 @@ def atomic_output(out: str | os.PathLike[str], overwrite: bool = False) -> Itera
     ``out`` is first moved aside, then deleted once the new one is in place. On any exception
     (Ctrl-C included) the temporary folder is removed and an existing ``out`` is left untouched.
 
+    With ``resumable`` the temporary folder is :func:`partial_folder` instead: a process killed
+    outright (``kill -9``) leaves it behind, and a later call with ``resume`` yields it as it was
+    so the caller can continue; without ``resume`` a leftover is discarded. Errors raised inside
+    the block still remove it.
+
     Args:
         out: the final output folder.
         overwrite: replace ``out`` if it exists.
+        resumable: build in the fixed :func:`partial_folder` rather than a per-process folder.
+        resume: keep the contents of a leftover partial folder.
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is False (checked before and after).
@@ -35,9 +50,10 @@ def atomic_output(out: str | os.PathLike[str], overwrite: bool = False) -> Itera
     out = Path(out)
     _refuse_existing(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.graft-tmp-{os.getpid()}"
-    _remove(tmp)  # a leftover of an earlier run of this very process id
-    tmp.mkdir()
+    tmp = partial_folder(out) if resumable else out.parent / f".{out.name}.graft-tmp-{os.getpid()}"
+    if not (resumable and resume):
+        _remove(tmp)  # a leftover of an earlier run
+    tmp.mkdir(exist_ok=True)
     try:
         yield tmp
         _refuse_existing(out, overwrite)  # it may have appeared while we worked

@@ -50,6 +50,10 @@ class ShardedWriter:
             ``from_pretrained`` expects.
         journal: append ``{"name", "sha256"}`` per finished tensor to ``.graft-progress.jsonl``
             in ``out_dir`` (costs one hash pass over the bytes; the file is removed by :meth:`finish`).
+        resume: reuse shards an interrupted journaling writer left in ``out_dir`` when their
+            headers are exactly the planned ones; tensors in the journal whose bytes still hash to
+            the journaled sha256 count as written (see :attr:`written`), everything else is
+            written again. Shards that do not match are recreated.
 
     Use as a context manager: leaving normally calls :meth:`finish`, leaving by an exception
     calls :meth:`abort`.
@@ -63,6 +67,7 @@ class ShardedWriter:
         metadata: Mapping[str, str] | None = None,
         *,
         journal: bool = False,
+        resume: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,23 +88,36 @@ class ShardedWriter:
         self._done = False  # no more writes (finished or aborted)
         self._finished = False
         self._journal = self.out_dir / JOURNAL_FILE if journal else None
+        journaled = read_journal(self.out_dir) if resume else {}
+        if not resume and self._journal is not None:
+            self._journal.unlink(missing_ok=True)
         try:
             for path, shard in zip(self.files, plan, strict=True):
-                self._create_shard(path, shard, metadata)
+                reused = self._create_shard(path, shard, metadata, resume)
+                if reused:
+                    self._written |= _verified(path, reused, journaled)
         except BaseException:
             self.abort()
             raise
 
-    def _create_shard(self, path: Path, shard: list, metadata: dict[str, str]) -> None:
+    def _create_shard(self, path: Path, shard: list, metadata: dict[str, str], resume: bool) -> list[_Slot]:
+        """Lay out one shard; returns its slots when an existing file with this header was kept."""
         layout = shard_layout(shard)
         header = build_header(layout, metadata)
-        # Write-only: the writer cannot read a shard back, by construction.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        size = len(header) + (layout[-1][4] if layout else 0)
+        keep = resume and _has_header(path, header, size)
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0) | (0 if keep else os.O_TRUNC)
+        # Write-only: the writer cannot read a shard back, by construction (resume reads separately).
+        fd = os.open(path, flags, 0o644)
         self._fds.append(fd)
-        _pwrite_all(fd, memoryview(header), 0)
-        os.ftruncate(fd, len(header) + (layout[-1][4] if layout else 0))  # sparse until written
+        if not keep:
+            _pwrite_all(fd, memoryview(header), 0)
+            os.ftruncate(fd, size)  # sparse until written
+        slots = []
         for name, shape, dtype, begin, end in layout:
             self._slots[name] = _Slot(path, fd, shape, dtype, len(header) + begin, end - begin)
+            slots.append((name, self._slots[name]))
+        return slots if keep else []
 
     @property
     def written(self) -> frozenset[str]:
@@ -235,6 +253,29 @@ def read_journal(out_dir: str | os.PathLike[str]) -> dict[str, str]:
             except (ValueError, KeyError, TypeError):
                 continue
     return done
+
+
+def _has_header(path: Path, header: bytes, size: int) -> bool:
+    """True when ``path`` exists with exactly ``header`` at its start and the planned size."""
+    try:
+        with open(path, "rb") as f:
+            return os.fstat(f.fileno()).st_size == size and f.read(len(header)) == header
+    except OSError:
+        return False
+
+
+def _verified(path: Path, slots: list[tuple[str, _Slot]], journaled: Mapping[str, str]) -> set[str]:
+    """Names among ``slots`` whose bytes in ``path`` still hash to their journaled sha256."""
+    ok = set()
+    with open(path, "rb") as f:
+        for name, slot in slots:
+            want = journaled.get(name)
+            if want is None:
+                continue
+            f.seek(slot.offset)
+            if hashlib.sha256(f.read(slot.nbytes)).hexdigest() == want:
+                ok.add(name)
+    return ok
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

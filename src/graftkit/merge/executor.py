@@ -22,6 +22,9 @@ from graftkit.merge.sources import TensorSink
 from graftkit.methods import expert_seed, run_method
 
 
+PREFETCH_BYTES = 1 << 30  # read ahead at most this much beyond the tensor being merged
+
+
 @dataclass
 class _Inputs:
     job: TensorJob
@@ -112,18 +115,25 @@ def _to_compute(tensor: torch.Tensor | None, device: torch.device, name: str, la
     return out
 
 
-def _read_ahead(plan: MergePlan, jobs: list[TensorJob], pool: ThreadPoolExecutor, prefetch: int) -> Iterator[_Inputs]:
-    queue: deque[Future[_Inputs]] = deque()
-    iterator = iter(jobs)
-    for job in iterator:
-        queue.append(pool.submit(_read_job, plan, job))
-        if len(queue) > prefetch:
-            break
+def _read_ahead(
+    plan: MergePlan, jobs: list[TensorJob], pool: ThreadPoolExecutor, prefetch: int, budget: int = PREFETCH_BYTES
+) -> Iterator[_Inputs]:
+    """Yield each job's inputs, keeping up to ``prefetch`` jobs (and ``budget`` bytes) read ahead."""
+    queue: deque[tuple[int, Future[_Inputs]]] = deque()
+    upcoming = deque(jobs)
+
+    def fill() -> None:
+        while upcoming and len(queue) <= prefetch:
+            ahead = sum(nbytes for nbytes, _ in queue)
+            if queue and ahead + upcoming[0].nbytes_in > budget:
+                return
+            job = upcoming.popleft()
+            queue.append((job.nbytes_in, pool.submit(_read_job, plan, job)))
+
+    fill()
     while queue:
-        inputs = queue.popleft().result()
-        nxt = next(iterator, None)
-        if nxt is not None:
-            queue.append(pool.submit(_read_job, plan, nxt))
+        inputs = queue.popleft()[1].result()
+        fill()
         yield inputs
 
 

@@ -14,6 +14,7 @@ import torch
 
 from graftkit.errors import CheckpointError
 from graftkit.merge.params import layer_index
+from graftkit.merge.preflight import HEAD_NAMES, check_configs, check_layer_lists, is_tied, untie_where_needed
 from graftkit.merge.sources import TensorSource
 from graftkit.merge.validate import ResolvedRecipe
 
@@ -87,13 +88,21 @@ def build_plan(
         CheckpointError: missing/extra tensors (per ``on_missing``), shape mismatches.
     """
     reference = base if base is not None else experts[0]
+    check_configs([reference.config] + [e.config for e in experts], labels)
+    experts = untie_where_needed(reference, list(experts))
     out_dtype = DTYPE_BY_NAME.get(resolved.recipe.storage_dtype or "")
     on_missing = resolved.recipe.on_missing
     expert_labels = list(labels[1:] if base is not None else labels)
     ref_label = labels[0]
     problems: list[str] = []
     warnings: list[str] = []
+    missing: dict[int, list[str]] = {}
     jobs = []
+    if not reference.tensors:
+        raise CheckpointError(
+            f"{ref_label} holds no tensors, so there is nothing to merge. Check that it is the right "
+            "checkpoint (its weight files may be empty or not downloaded)."
+        )
     for name, meta in reference.tensors.items():
         present = []
         for i, expert in enumerate(experts):
@@ -101,7 +110,9 @@ def build_plan(
             if other is None:
                 if on_missing == "error":
                     problems.append(f"- tensor `{name}` is in {ref_label} but missing from {expert_labels[i]}")
-                elif on_missing == "base" and base is not None:
+                    continue
+                missing.setdefault(i, []).append(name)
+                if on_missing == "base" and base is not None:
                     present.append(i)  # read from the base instead: a zero delta
                 continue
             if tuple(other.shape) != tuple(meta.shape):
@@ -114,6 +125,7 @@ def build_plan(
         read = [meta] + [experts[i].tensors.get(name) or meta for i in present] if merge else [meta]
         nbytes = sum(_numel(m.shape) * _itemsize(m.dtype) for m in read)
         jobs.append(TensorJob(name, tuple(meta.shape), dtype, tuple(present), merge, nbytes))
+    _note_missing(missing, expert_labels, ref_label, on_missing, warnings)
     _check_extras(reference, experts, expert_labels, ref_label, on_missing, problems, warnings)
     _note_dtypes(reference, experts, warnings)
     if problems:
@@ -124,6 +136,8 @@ def build_plan(
             "`on_missing: base` (use the base's tensor) or `on_missing: skip` (merge the others)."
         )
     n_layers = count_layers(reference.config, reference.tensors)
+    places = ["parameters"] + [f"models[{i}].parameters" for i in range(len(experts))]
+    check_layer_lists([resolved.global_params, *resolved.expert_params], n_layers, places)
     return MergePlan(resolved, base, list(experts), list(labels), jobs, n_layers, out_dtype, warnings)
 
 
@@ -146,6 +160,20 @@ def _shape_problem(name: str, a: str, shape_a: Any, b: str, shape_b: Any) -> str
     return line
 
 
+def _note_missing(missing: dict[int, list[str]], labels, ref_label, on_missing, warnings) -> None:
+    """With ``on_missing: base | skip`` a missing tensor is not an error, but it is never silent."""
+    how = (
+        f"{ref_label}'s tensor is used in its place (a zero task vector)"
+        if on_missing == "base"
+        else "it is merged from the other models only"
+    )
+    for i, names in sorted(missing.items()):
+        listed = ", ".join(f"`{n}`" for n in names[:8]) + (" …" if len(names) > 8 else "")
+        warnings.append(
+            f"{labels[i]} lacks {len(names)} tensor(s) of {ref_label}: {listed}; {how} (on_missing: {on_missing})."
+        )
+
+
 def _check_extras(reference, experts, labels, ref_label, on_missing, problems, warnings) -> None:
     for i, expert in enumerate(experts):
         extra = sorted(set(expert.tensors) - set(reference.tensors))
@@ -153,6 +181,13 @@ def _check_extras(reference, experts, labels, ref_label, on_missing, problems, w
             continue
         listed = ", ".join(f"`{n}`" for n in extra[:8]) + (" …" if len(extra) > 8 else "")
         message = f"{labels[i]} has {len(extra)} tensor(s) that {ref_label} lacks: {listed}"
+        heads = [n for n in extra if n in HEAD_NAMES]
+        if heads and is_tied(reference.config, reference.tensors):
+            message += (
+                f" ({ref_label} ties its output head to its input embedding (`tie_word_embeddings`) "
+                f"but {labels[i]} has a separate `{heads[0]}`; merge models that agree on tying, or "
+                f"make {labels[i]} the base so the output keeps an untied head)"
+            )
         if on_missing == "error":
             problems.append(f"- {message}")
         else:

@@ -35,7 +35,7 @@ class ModelEntry(BaseModel):
     """One input model and its per-expert parameters."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    model: str
+    model: str = Field(min_length=1)
     parameters: dict[str, ParamValue] = Field(default_factory=dict)
 
 
@@ -65,6 +65,13 @@ class Recipe(BaseModel):
     seed: int = 0
     tokenizer_source: str | None = None
     on_missing: Literal["error", "base", "skip"] = "error"
+
+    @field_validator("base_model")
+    @classmethod
+    def _non_empty_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be the path of a model folder, not an empty string")
+        return value
 
     @field_validator("out_dtype", "dtype")
     @classmethod
@@ -119,9 +126,7 @@ def _load_mapping(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     where = "recipe"
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and ":" not in source):
         path = Path(source)
-        if not path.is_file():
-            raise RecipeError(f"Recipe file {str(path)!r} does not exist. Pass the path of a YAML recipe.")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        text, where = _read_recipe_file(path), str(path)
     else:
         text = str(source)
     try:
@@ -131,6 +136,19 @@ def _load_mapping(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RecipeError(f"{where} must be a YAML mapping with `merge_method` and `models`, got {data!r}.")
     return data
+
+
+def _read_recipe_file(path: Path) -> str:
+    try:
+        if path.is_dir():
+            raise RecipeError(f"Recipe {str(path)!r} is a folder. Pass the path of a YAML recipe file.")
+        if not path.is_file():
+            raise RecipeError(f"Recipe file {str(path)!r} does not exist. Pass the path of a YAML recipe.")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"Recipe file {str(path)!r} is not UTF-8 text; is it a YAML recipe?") from None
+    except (OSError, ValueError) as err:  # unreadable, name too long, NUL in the path …
+        raise RecipeError(f"Recipe file {str(path)!r} cannot be read ({err}). Check the path.") from None
 
 
 def _explain(err: ValidationError, data: dict[str, Any]) -> str:

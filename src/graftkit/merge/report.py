@@ -42,3 +42,16 @@ def methods_table() -> None:
         ]
         table.add_row(name, "yes" if spec.needs_base else "no", "\n".join(params), f"{spec.summary}\n{spec.paper}")
     Console().print(table)
+
+
+def check_merged(recipe_path: str | Path, out: Path) -> None:
+    """`graft merge --check`: probe the merged model against its parents; exit 2 when flagged."""
+    from graftkit.evaluate.sanity import SanityCheckError, check_after_merge, render_check
+
+    recipe = parse_recipe(recipe_path)
+    resolved = resolve_recipe(recipe)
+    base = Path(recipe.base_model) if recipe.base_model else None
+    report = check_after_merge(out, base, [Path(p) for p in resolved.expert_paths])
+    render_check(report)
+    if not report.ok:
+        raise SanityCheckError("The merged model failed its sanity check: " + "; ".join(report.flags))

@@ -62,7 +62,7 @@ def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
     if options.seed is not None:
         recipe = recipe.model_copy(update={"seed": options.seed})
     resolved = resolve_recipe(recipe)
-    if out.exists() and not options.overwrite and not options.resume:
+    if out.exists() and not options.overwrite:
         raise OutputExistsError(f"Output folder {str(out)!r} already exists; pass --overwrite to replace it.")
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -70,9 +70,32 @@ def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
         for warning in plan.warnings:
             log.warning(warning)
         check_disk_space(plan, out)
-        with atomic_output(out, overwrite=options.overwrite) as tmp:
+        with atomic_output(out, overwrite=options.overwrite, resumable=True, resume=options.resume) as tmp:
             write_merge(plan, tmp, options)
     return out
+
+
+FINGERPRINT_FILE = ".graft-plan.json"
+
+
+def fingerprint(plan: MergePlan) -> str:
+    """What must not change between an interrupted merge and its resumption."""
+    import hashlib
+    import json
+
+    recipe = plan.resolved.recipe.model_dump(mode="json")
+    jobs = [(j.name, list(j.shape), str(j.out_dtype), list(j.experts)) for j in plan.jobs]
+    return hashlib.sha256(json.dumps([recipe, jobs], sort_keys=True).encode()).hexdigest()
+
+
+def _resumable(folder: Path, plan: MergePlan, resume: bool) -> bool:
+    """Whether ``folder`` holds an interrupted run of this very plan; records the plan either way."""
+    marker = folder / FINGERPRINT_FILE
+    same = resume and marker.is_file() and marker.read_text() == fingerprint(plan)
+    if resume and marker.is_file() and not same:
+        log.warning("the interrupted merge in %s used another recipe; starting over", folder)
+    marker.write_text(fingerprint(plan))
+    return same
 
 
 @contextmanager
@@ -128,10 +151,14 @@ def write_merge(plan: MergePlan, folder: Path, options: MergeOptions) -> None:
     from graftkit.merge.progress import merge_progress
 
     entries = [(job.name, job.shape, job.out_dtype) for job in plan.jobs]
-    with ShardedWriter(folder, entries, options.max_shard_size) as writer, merge_progress(
+    resume = _resumable(folder, plan, options.resume)
+    with ShardedWriter(folder, entries, options.max_shard_size, journal=True, resume=resume) as writer, merge_progress(
         plan, enabled=options.progress
     ) as advance:
-        execute(plan, writer, device=options.device, on_tensor=advance)
+        if writer.written:
+            log.info("resuming: %d of %d tensors already written and verified", len(writer.written), len(plan.jobs))
+        execute(plan, writer, device=options.device, on_tensor=advance, skip=set(writer.written))
+    (folder / FINGERPRINT_FILE).unlink()
     write_side_files(plan, folder)
 
 

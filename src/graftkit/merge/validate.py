@@ -7,6 +7,7 @@ default, aliases applied (``drop_rate`` → ``density``), ranges checked.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,8 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
         for params in experts
     ]
     _check_weight_sum(spec, resolved_global, resolved_experts, problems)
+    if not problems:  # cross-parameter rules assume each value is already well-typed and in range
+        _check_combined(spec, resolved_global, resolved_experts, problems)
     if problems:
         raise RecipeError(f"The recipe for `{spec.name}` has errors:\n" + "\n".join(problems))
     return ResolvedRecipe(recipe, spec, resolved_global, resolved_experts)
@@ -105,6 +108,11 @@ def _check_structure(recipe: Recipe, spec: MethodSpec, problems: list[str]) -> N
             problems.append(f"- `dare`: the DARE pre-step cannot be combined with `{spec.name}`; remove `dare:`.")
         elif recipe.base_model is None:
             problems.append("- `dare`: the DARE pre-step drops entries of expert − base; name a `base_model`.")
+    if recipe.on_missing == "base" and recipe.base_model is None:
+        problems.append(
+            "- `on_missing: base` fills missing tensors from the base model, but the recipe has no "
+            "`base_model`; name one or use `on_missing: skip`."
+        )
     if n < spec.min_models:
         problems.append(f"- `models`: `{spec.name}` needs at least {spec.min_models} model(s), got {n}.")
     if spec.max_models is not None and n > spec.max_models:
@@ -147,6 +155,9 @@ def _check_value(param: ParamSpec, value: Any, where: str, problems: list[str]) 
         problems.append(f"- `{where}`: mixes numbers and {{filter, value}} entries; use one form.")
         return
     for scalar in scalars_in(value):
+        if isinstance(scalar, float) and scalar in (math.inf, -math.inf):
+            problems.append(f"- `{where}`: must be a finite number, got {scalar}.")
+            return
         why = param.check(scalar)
         if why:
             problems.append(f"- `{where}`: {why}.")
@@ -162,3 +173,14 @@ def _check_weight_sum(spec: MethodSpec, global_params: dict[str, Any], experts: 
             f"- `models[*].parameters.weight`: the weights sum to 0 but `{spec.name}` divides by their sum; "
             "change a weight or set `normalize: false`."
         )
+
+
+def _check_combined(spec: MethodSpec, global_params: dict[str, Any], experts: list[dict[str, Any]], problems: list[str]) -> None:
+    """Rules that tie two parameters together (e.g. DELLA's density ± epsilon in (0, 1))."""
+    scalar_globals = {k: v for k, v in global_params.items() if not isinstance(v, list)}
+    for i, params in enumerate(experts):
+        merged = {**scalar_globals, **{k: v for k, v in params.items() if not isinstance(v, list) and k != "weight"}}
+        why = spec.check_params(merged)
+        if why:
+            problems.append(f"- `models[{i}].parameters`: {why}.")
+            return

@@ -41,7 +41,7 @@ def encode_examples(
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
     answers = tokenizer([e.answer for e in examples], add_special_tokens=False)["input_ids"]
     rows = []
-    for p, a in zip(prompts, answers):
+    for p, a in zip(prompts, answers, strict=True):
         ids = (p + a + [tokenizer.eos_token_id])[-seq_len:]
         n_answer = min(len(a) + 1, len(ids))
         rows.append((ids, [IGNORE] * (len(ids) - n_answer) + ids[-n_answer:]))

@@ -15,9 +15,7 @@ if TYPE_CHECKING:
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)
-ALPHABET = (
-    string.ascii_lowercase + string.ascii_uppercase + string.digits + " \n" + "+-*/%=<>()[],.;:!?'\"#_"
-)
+ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits + " \n" + "+-*/%=<>()[],.;:!?'\"#_"
 """Every character a task or pre-training document may contain, in token-id order after the specials."""
 
 

@@ -13,7 +13,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,12 +173,38 @@ def train_loop(
     return TrainStats(
         final_loss=sum(tail) / len(tail),
         first_loss=history[0],
-        losses=[sum(history[i : i + chunk]) / len(history[i : i + chunk]) for i in range(0, len(history), chunk)],
+        losses=[
+            sum(history[i : i + chunk]) / len(history[i : i + chunk]) for i in range(0, len(history), chunk)
+        ],
         seconds=seconds,
         tokens=tokens,
         tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
         resumed_from=start,
     )
+
+
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Silence transformers' per-file load/save progress bars (noise for models this small)."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
+def load_model(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A zoo model (float32) and its tokenizer from a ``save_pretrained`` folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _quiet_hub():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(folder)
 
 
 def _versions() -> dict[str, str]:
@@ -186,7 +213,11 @@ def _versions() -> dict[str, str]:
 
     import graftkit
 
-    return {"graftkit": graftkit.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    return {
+        "graftkit": graftkit.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 def save_model(
@@ -195,7 +226,8 @@ def save_model(
     """Write ``model.safetensors``, ``config.json``, the tokenizer and ``training.json`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    with _quiet_hub():
+        model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
 
@@ -271,14 +303,10 @@ def finetune(
     **loop: Any,
 ) -> TrainStats:
     """Full fine-tuning of the model in ``base_dir`` on the union of ``families`` (answer loss only)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if not families:
         raise ValueError("finetune needs at least one task family")
     base_dir = Path(base_dir)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model, tokenizer = load_model(base_dir)
     parent_info = base_dir / "training.json"
     preset = json.loads(parent_info.read_text()).get("preset") if parent_info.exists() else None
     info = {"preset": preset, "families": list(families), "parent": str(base_dir)}

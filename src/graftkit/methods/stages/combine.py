@@ -64,13 +64,15 @@ def disjoint_mean(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> t
     Returns:
         (S) float32 tensor ``m``.
     """
-    positive = elect_sign(deltas, weights)  # (S) bool
-    num = torch.zeros_like(deltas[0])  # (S) Σ_{i∈A} w_i d̂_i
+    sign = elect_sign(deltas, weights).float().mul_(2).sub_(1)  # (S) elected sign, ±1
+    num = torch.zeros_like(deltas[0])  # (S) Σ_{i∈A} w_i |d̂_i|
     den = torch.zeros_like(deltas[0])  # (S) Σ_{i∈A} w_i
     for d, w in zip(deltas, weights, strict=True):
-        agree = torch.where(positive, d > 0, d < 0)  # (S) bool: i ∈ A for this entry
-        num.add_(d.masked_fill_(~agree, 0.0), alpha=w)
-        den.add_(agree, alpha=w)
+        # d·s > 0 exactly where expert i agrees; clamping keeps |d̂_i| there and 0 elsewhere.
+        agreeing = d.mul_(sign).clamp_(min=0.0)  # (S), in place
+        num.add_(agreeing, alpha=w)
+        den.add_(agreeing > 0, alpha=w)
+    num.mul_(sign)  # sign flips are exact, so this equals Σ_{i∈A} w_i d̂_i
     empty = den == 0
     return num.div_(den.masked_fill_(empty, 1.0)).masked_fill_(empty, 0.0)
 

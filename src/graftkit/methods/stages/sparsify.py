@@ -16,6 +16,36 @@ from graftkit.methods.rng import uniform
 _DELLA_BLOCK = 1 << 24
 
 
+_SELECT_DIRECT = 1 << 20  # below this many entries, plain kthvalue is fast enough
+_SAMPLE = 1 << 16
+
+
+def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
+    """The exact k-th largest value of a 1-D tensor (0-D tensor result).
+
+    ``torch.kthvalue`` is a single-threaded quickselect over a copy. For large tensors this
+    brackets the target rank with a strided sample, checks the bracket by counting (vectorised,
+    multi-threaded), and runs ``kthvalue`` only on the few candidates inside it; when the sample
+    misleads (the count check fails) it falls back to ``kthvalue`` on everything, so the result
+    is always exact.
+    """
+    n = a.numel()
+    position = n - k  # 0-based ascending rank of the answer
+    if n <= _SELECT_DIRECT:
+        return a.kthvalue(position + 1).values
+    sample = a[:: n // _SAMPLE].sort().values  # (≈ _SAMPLE,)
+    s = sample.numel()
+    centre = position * s // n
+    margin = 64 + int(4 * s**0.5)
+    lo = sample[centre - margin] if centre - margin > 0 else a.new_tensor(float("-inf"))
+    hi = sample[centre + margin] if centre + margin < s - 1 else a.new_tensor(float("inf"))
+    below = int(torch.count_nonzero(a < lo))
+    candidates = a[(a >= lo) & (a <= hi)]
+    if below <= position < below + candidates.numel():
+        return candidates.kthvalue(position - below + 1).values
+    return a.kthvalue(position + 1).values
+
+
 def top_magnitude_mask(a: torch.Tensor, k: int) -> torch.Tensor:
     """Mask of the ``k`` largest entries of ``a`` (ties: lower index first).
 
@@ -33,9 +63,9 @@ def top_magnitude_mask(a: torch.Tensor, k: int) -> torch.Tensor:
         return torch.ones_like(a, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(a, dtype=torch.bool)
-    v = a.kthvalue(n - k + 1).values  # the k-th largest value
+    v = kth_largest(a, k)
     mask = a > v
-    need = k - int(mask.sum())
+    need = k - int(torch.count_nonzero(mask))
     if need > 0 and v > 0:
         ties = (a == v).nonzero().squeeze(1)[:need]  # ascending indices
         mask[ties] = True

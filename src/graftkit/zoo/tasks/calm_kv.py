@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Literal
 
 from graftkit.zoo.tasks._draw import word
-from graftkit.zoo.tasks.base import Kind, Task, TASKS
+from graftkit.zoo.tasks.base import TASKS, Kind, Task
 
 KeySet = Literal["all", "train", "other"]
 
@@ -52,7 +52,7 @@ class KVTable:
                 keys.append(k)
         values = rng.sample(range(1, config.max_value + 1), config.n_keys)
         self.config = config
-        self.values: dict[str, int] = dict(zip(keys, values))
+        self.values: dict[str, int] = dict(zip(keys, values, strict=True))
         n_train = round(config.train_fraction * config.n_keys)
         # The key order is already random, so the first n_train keys are a random 20%.
         self.train_keys: tuple[str, ...] = tuple(keys[:n_train])
@@ -65,7 +65,7 @@ class KVTable:
 
 
 def _join(operands: list[str], ops: list[str]) -> str:
-    return operands[0] + "".join(op + x for op, x in zip(ops, operands[1:]))
+    return operands[0] + "".join(op + x for op, x in zip(ops, operands[1:], strict=True))
 
 
 def _evaluate(expr: str) -> int:

@@ -80,7 +80,7 @@ _FRAGMENTS = [(_sentence, 0.5), (_equation, 0.15), (_assignments, 0.1), (_run, 0
 
 def pretrain_document(rng: random.Random) -> str:
     """One document: 1–3 lines of 1–3 fragments each (mostly 20–120 characters)."""
-    makers, weights = zip(*_FRAGMENTS)
+    makers, weights = zip(*_FRAGMENTS, strict=True)
     lines = []
     for _ in range(rng.randint(1, 3)):
         parts = [rng.choices(makers, weights)[0](rng) for _ in range(rng.randint(1, 3))]

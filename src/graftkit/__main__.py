@@ -1,0 +1,5 @@
+"""`python -m graftkit` is `graft`."""
+
+from graftkit.cli import main
+
+main()

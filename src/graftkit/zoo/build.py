@@ -1,0 +1,172 @@
+"""Build a zoo: the bases of one size, an expert per held-in family from each, multitask baselines.
+
+``pretrained`` is trained from scratch on pre-training text; ``instruct`` is ``pretrained`` further
+trained on the instruction families. Each model is a cache entry (:mod:`graftkit.zoo.cache`), so a
+second build returns at once and a killed one resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from graftkit.errors import UnknownNameError
+from graftkit.zoo import train
+from graftkit.zoo.cache import Cache, weights_hash
+from graftkit.zoo.presets import get_preset
+from graftkit.zoo.tasks import TASKS, tasks_of_kind
+from graftkit.zoo.train import TrainConfig
+
+BaseKind = Literal["pretrained", "instruct"]
+
+
+class ZooRecipe(BaseModel):
+    """The preset and the training configuration of each stage of a zoo."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    preset: str
+    pretrain: TrainConfig
+    instruct: TrainConfig
+    expert: TrainConfig
+    multitask: TrainConfig
+
+
+def _recipe(preset: str, pretrain_steps: int, instruct_steps: int, expert_steps: int, lr: float) -> ZooRecipe:
+    return ZooRecipe(
+        preset=preset,
+        pretrain=TrainConfig(steps=pretrain_steps, lr=lr, warmup_steps=pretrain_steps // 20),
+        instruct=TrainConfig(steps=instruct_steps, lr=lr / 3, warmup_steps=instruct_steps // 20),
+        expert=TrainConfig(steps=expert_steps, lr=lr / 3, warmup_steps=expert_steps // 20),
+        multitask=TrainConfig(steps=4 * expert_steps, lr=lr / 3, warmup_steps=expert_steps // 5),
+    )
+
+
+RECIPES: dict[str, ZooRecipe] = {
+    "demo": _recipe("xs", pretrain_steps=1200, instruct_steps=400, expert_steps=300, lr=3e-3),
+    "xs": _recipe("xs", pretrain_steps=3000, instruct_steps=1000, expert_steps=600, lr=3e-3),
+    "s": _recipe("s", pretrain_steps=3000, instruct_steps=1000, expert_steps=600, lr=2e-3),
+    "m": _recipe("m", pretrain_steps=4000, instruct_steps=1500, expert_steps=800, lr=1e-3),
+    "l": _recipe("l", pretrain_steps=6000, instruct_steps=2000, expert_steps=1000, lr=6e-4),
+    "xl": _recipe("xl", pretrain_steps=10000, instruct_steps=3000, expert_steps=1500, lr=4e-4),
+    "xxl": _recipe("xxl", pretrain_steps=10000, instruct_steps=3000, expert_steps=1500, lr=3e-4),
+}
+"""Default recipes by size name. ``demo`` is the smallest zoo that still shows merging effects."""
+
+
+class ZooManifest(BaseModel):
+    """Where a zoo's models are. ``experts[base][family]`` and ``multitask[base]`` are model folders."""
+
+    size: str
+    recipe: ZooRecipe
+    bases: dict[str, Path]
+    experts: dict[str, dict[str, Path]]
+    multitask: dict[str, Path]
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ZooManifest:
+        return cls.model_validate(json.loads(Path(path).read_text()))
+
+
+def get_recipe(size: str) -> ZooRecipe:
+    try:
+        return RECIPES[size]
+    except KeyError:
+        raise UnknownNameError("zoo size", size, list(RECIPES)) from None
+
+
+def build_zoo(
+    size: str,
+    bases: Sequence[BaseKind] = ("pretrained", "instruct"),
+    families: Sequence[str] | None = None,
+    *,
+    multitask: bool = True,
+    recipe: ZooRecipe | None = None,
+    cache: Cache | None = None,
+    progress: bool | None = None,
+    device: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ZooManifest:
+    """Build (or find in the cache) every model of one zoo.
+
+    Args:
+        size: a key of :data:`RECIPES` (``"demo"``, ``"xs"`` … ``"xxl"``); names the recipe.
+        bases: which bases to build experts from; ``instruct`` also builds ``pretrained``.
+        families: held-in families to train experts on (all by default).
+        multitask: also build the multitask baseline of each base (on ``families``).
+        recipe: overrides the recipe of ``size``.
+        log: called with one line per model as it is found or built.
+    """
+    recipe = recipe or get_recipe(size)
+    get_preset(recipe.preset)
+    families = list(families or tasks_of_kind("held_in"))
+    for name in families:
+        if TASKS.get(name).kind != "held_in":
+            raise ValueError(f"expert family {name!r} is {TASKS.get(name).kind}, not held_in")
+    for base in bases:
+        if base not in ("pretrained", "instruct"):
+            raise UnknownNameError("base kind", base, ["pretrained", "instruct"])
+    cache = cache or Cache()
+    loop: dict[str, Any] = {"progress": progress, "device": device}
+    say = log or (lambda line: None)
+
+    def entry(stage: str, inputs: dict[str, Any], fn: Callable[[Path, Path], object]) -> Path:
+        hit = cache.get(stage, inputs)
+        path = hit or cache.build(stage, inputs, fn)
+        say(f"{stage} {inputs.get('families', '')}: {'cached' if hit else 'built'} {path}")
+        return path
+
+    pretrain_in = {"preset": recipe.preset, "config": recipe.pretrain, "families": ["pretrain_text"]}
+    paths: dict[str, Path] = {
+        "pretrained": entry(
+            "pretrain",
+            pretrain_in,
+            lambda out, work: train.pretrain(recipe.preset, recipe.pretrain, out, work_dir=work, **loop),
+        )
+    }
+    if "instruct" in bases:
+        inst_families = tasks_of_kind("instruct")
+        parent = paths["pretrained"]
+        paths["instruct"] = entry(
+            "instruct",
+            {"parent": weights_hash(parent), "config": recipe.instruct, "families": inst_families},
+            lambda out, work: train.instruction_tune(
+                parent, recipe.instruct, out, inst_families, work_dir=work, **loop
+            ),
+        )
+
+    experts: dict[str, dict[str, Path]] = {}
+    multi: dict[str, Path] = {}
+    for base in bases:
+        parent, parent_hash = paths[base], weights_hash(paths[base])
+        experts[base] = {}
+        for family in families:
+            experts[base][family] = entry(
+                "expert",
+                {"parent": parent_hash, "config": recipe.expert, "families": [family]},
+                lambda out, work, f=family, p=parent: train.train_expert(
+                    p, f, recipe.expert, out, work_dir=work, **loop
+                ),
+            )
+        if multitask:
+            multi[base] = entry(
+                "multitask",
+                {"parent": parent_hash, "config": recipe.multitask, "families": families},
+                lambda out, work, p=parent: train.train_multitask(
+                    p, recipe.multitask, out, families, work_dir=work, **loop
+                ),
+            )
+    return ZooManifest(
+        size=size,
+        recipe=recipe,
+        bases={b: paths[b] for b in bases},
+        experts=experts,
+        multitask=multi,
+    )
