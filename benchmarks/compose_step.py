@@ -10,11 +10,12 @@ Times, on randomly initialised Llama-shaped models built from configs (no downlo
 - augment fwd: the augment backbone under ``no_grad``, as the composition runs it;
 - composition fwd+bwd: ``ComposedModel(..., labels)`` and ``loss.backward()`` into the bridge.
 
-Overhead = composition / (anchor fwd+bwd + augment fwd) − 1 (both anchor baselines are reported); the target is ≤ 15 %. Rounds are
-interleaved and the median is reported, which keeps drift on a shared machine out of the ratio.
+Overhead = composition / (anchor fwd+bwd + augment fwd) − 1; the target is ≤ 15 %. Rounds are
+interleaved and the median is reported, which keeps drift on a shared machine out of the ratio;
+on CPU one intra-op thread (the default) gives far steadier numbers on a busy machine.
 
-    python benchmarks/compose_step.py [--anchor-hidden 256 --anchor-layers 8 --augment-hidden 128
-        --augment-layers 8 --batch 4 --seq 128 --vocab 2048 --rounds 7 --device cpu --threads 2]
+    python benchmarks/compose_step.py [--anchor-hidden 256 --anchor-layers 12 --augment-hidden 128
+        --augment-layers 8 --batch 4 --seq 128 --vocab 2048 --rounds 7 --device cpu --threads 1]
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--anchor-hidden", type=int, default=256)
-    ap.add_argument("--anchor-layers", type=int, default=8)
+    ap.add_argument("--anchor-layers", type=int, default=12)
     ap.add_argument("--anchor-heads", type=int, default=8)
     ap.add_argument("--augment-hidden", type=int, default=128)
     ap.add_argument("--augment-layers", type=int, default=8)
@@ -68,7 +69,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,13 +144,11 @@ def main() -> None:
 
     count = bridge_param_count(model)
     wiring = [(c.augment_layer, c.anchor_layer) for c in model.connections[0]]
-    print(
-        f"device={device} threads={torch.get_num_threads()} bf16={args.bf16} batch={args.batch} seq={args.seq}"
-    )
-    print(
-        f"anchor {args.anchor_layers}x{args.anchor_hidden}, augment {args.augment_layers}x{args.augment_hidden}"
-    )
-    print(f"vocab {args.vocab}, connections (augment layer, anchor layer) {wiring}")
+    print(f"device={device} threads={torch.get_num_threads()} bf16={args.bf16}")
+    print(f"batch {args.batch}, seq {args.seq}, vocab {args.vocab}")
+    print(f"anchor {args.anchor_layers} layers x {args.anchor_hidden}")
+    print(f"augment {args.augment_layers} layers x {args.augment_hidden}")
+    print(f"connections (augment layer, anchor layer) {wiring}")
     print(str(count))
     print(f"\n{'step':<32}{'median ms':>12}{'min ms':>10}")
     for name, t in times.items():

@@ -26,9 +26,14 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 
 
-def llama_shapes(target_gb: float, hidden: int = 2048, inter: int = 5504, vocab: int = 32000) -> dict[str, tuple]:
+def llama_shapes(
+    target_gb: float, hidden: int = 2048, inter: int = 5504, vocab: int = 32000
+) -> dict[str, tuple]:
     """Tensor shapes of a Llama-style model of about ``target_gb`` GB in float32."""
-    shapes: dict[str, tuple] = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden)}
+    shapes: dict[str, tuple] = {
+        "model.embed_tokens.weight": (vocab, hidden),
+        "lm_head.weight": (vocab, hidden),
+    }
     shapes["model.norm.weight"] = (hidden,)
     per_layer = 4 * hidden * hidden + 3 * hidden * inter
     layers = max(1, round((target_gb * 1e9 / 4 - 2 * vocab * hidden) / per_layer))
@@ -50,8 +55,13 @@ def generate(root: Path, gb: float, experts: int) -> list[Path]:
 
     shapes = llama_shapes(gb)
     folders = [root / "base"] + [root / f"expert{i}" for i in range(experts)]
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
-              "num_hidden_layers": sum(".q_proj" in k for k in shapes), "torch_dtype": "float32"}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "num_hidden_layers": sum(".q_proj" in k for k in shapes),
+        "torch_dtype": "float32",
+    }
     for idx, folder in enumerate(folders):
         if (folder / "model.safetensors").exists():
             continue
@@ -59,7 +69,9 @@ def generate(root: Path, gb: float, experts: int) -> list[Path]:
         gen = torch.Generator().manual_seed(idx)
         state = {}
         for name, shape in shapes.items():
-            base = torch.randn(shape, generator=torch.Generator().manual_seed(zlib.crc32(name.encode()))) * 0.02
+            base = (
+                torch.randn(shape, generator=torch.Generator().manual_seed(zlib.crc32(name.encode()))) * 0.02
+            )
             state[name] = base if idx == 0 else base + 0.001 * torch.randn(shape, generator=gen)
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
         (folder / "config.json").write_text(json.dumps(config))
@@ -81,7 +93,7 @@ def child_floor(folders: list[Path], out: Path) -> None:
 
     handles = [safe_open(str(f / "model.safetensors"), "pt") for f in folders]
     merged = {}
-    for name in handles[0].keys():
+    for name in handles[0]:
         acc = handles[0].get_tensor(name)
         for h in handles[1:]:
             acc.add_(h.get_tensor(name))
@@ -96,8 +108,12 @@ def child_merge(method: str, folders: list[Path], out: Path) -> None:
     from graftkit.cli import app
 
     params = {"ties": {"density": 0.2}, "dare_ties": {"density": 0.2}}.get(method, {})
-    recipe = {"merge_method": method, "base_model": str(folders[0]), "seed": 0,
-              "models": [{"model": str(f), "parameters": params} for f in folders[1:]]}
+    recipe = {
+        "merge_method": method,
+        "base_model": str(folders[0]),
+        "seed": 0,
+        "models": [{"model": str(f), "parameters": params} for f in folders[1:]],
+    }
     path = WORK / f"recipe-{method}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     app(["merge", str(path), "-o", str(out), "--overwrite", "--no-progress"], standalone_mode=False)
@@ -114,8 +130,13 @@ def measure(kind: str, folders: list[Path]) -> dict:
     rss = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_gib"]
     read_gb = sum((f / "model.safetensors").stat().st_size for f in folders) / 1e9
     subprocess.run(["rm", "-rf", str(out)])
-    return {"kind": kind, "wall_s": round(wall, 2), "input_gb": round(read_gb, 2),
-            "gb_per_s": round(read_gb / wall, 2), "peak_rss_gib": rss}
+    return {
+        "kind": kind,
+        "wall_s": round(wall, 2),
+        "input_gb": round(read_gb, 2),
+        "gb_per_s": round(read_gb / wall, 2),
+        "peak_rss_gib": rss,
+    }
 
 
 def main() -> None:
@@ -123,22 +144,35 @@ def main() -> None:
     if ARGS.child:
         out = WORK / f"out-{ARGS.child}"
         child_floor(folders, out) if ARGS.child == "floor" else child_merge(ARGS.child, folders, out)
-        print(json.dumps({"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}))
+        print(
+            json.dumps({"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
+        )
         return
     warm(folders)
     rows = [measure(kind, folders) for kind in ["floor", *ARGS.methods.split(",")]]
     header = "| run | wall s | input GB | GB/s | peak RSS GiB |\n| --- | --- | --- | --- | --- |"
-    table = "\n".join([header] + [f"| {r['kind']} | {r['wall_s']} | {r['input_gb']} | {r['gb_per_s']} | {r['peak_rss_gib']} |" for r in rows])
+    table = "\n".join(
+        [header]
+        + [
+            f"| {r['kind']} | {r['wall_s']} | {r['input_gb']} | {r['gb_per_s']} | {r['peak_rss_gib']} |"
+            for r in rows
+        ]
+    )
     print(table)
     if ARGS.record:
-        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        cpu = platform.processor() or platform.machine()
+        machine = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
         with open(HERE / "RESULTS.md", "a") as f:
-            f.write(f"\n## merge_throughput — {time.strftime('%Y-%m-%d')}\n\n{machine}; base + {ARGS.experts} experts of "
-                    f"{ARGS.gb} GB (float32, Llama-shaped), warm page cache, each run a fresh process.\n\n{table}\n")
+            f.write(
+                f"\n## merge_throughput — {time.strftime('%Y-%m-%d')}\n\n{machine}; base + {ARGS.experts} experts of "
+                f"{ARGS.gb} GB (float32, Llama-shaped), warm page cache, each run a fresh process.\n\n{table}\n"
+            )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gb", type=float, default=2.0)
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--methods", default="linear,task_arithmetic,ties,dare_ties")

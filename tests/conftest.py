@@ -17,8 +17,13 @@ def tiny_llama(seed: int = 0):
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=96, max_position_embeddings=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=96,
+        max_position_embeddings=64,
     )
     return LlamaForCausalLM(config)
 
@@ -27,7 +32,9 @@ def tiny_gpt2(seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=96, n_positions=64, tie_word_embeddings=True)
+    config = GPT2Config(
+        n_embd=32, n_layer=2, n_head=4, vocab_size=96, n_positions=64, tie_word_embeddings=True
+    )
     return GPT2LMHeadModel(config)
 
 
@@ -35,7 +42,9 @@ def tiny_bert(seed: int = 0):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=96)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=96
+    )
     return BertModel(config)
 
 

@@ -22,12 +22,15 @@ __version__ = "0.1.0"
 __all__ = ["merge", "merge_state_dicts", "__version__"]
 
 if TYPE_CHECKING:
-    from graftkit.merge.api import merge, merge_state_dicts
+    from graftkit.merge.api import merge_state_dicts
+
+
+from graftkit import merge  # noqa: E402  (the package is callable: graftkit.merge(recipe, out))
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("merge", "merge_state_dicts"):
-        from graftkit.merge import api
+    if name == "merge_state_dicts":
+        from graftkit.merge.api import merge_state_dicts
 
-        return getattr(api, name)
+        return merge_state_dicts
     raise AttributeError(f"module 'graftkit' has no attribute {name!r}")

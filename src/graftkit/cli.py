@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,9 +30,9 @@ def merge(
     recipe: RecipeArg,
     out: Annotated[Path, typer.Option("-o", "--out", help="Output model folder.")],
     device: Annotated[str, typer.Option(help="Where the math runs: cpu, cuda, cuda:1 …")] = "cpu",
-    seed: Annotated[Optional[int], typer.Option(help="Override the recipe's seed.")] = None,  # noqa: UP007
+    seed: Annotated[int | None, typer.Option(help="Override the recipe's seed.")] = None,  # noqa: UP007
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads.")] = None,  # noqa: UP007
+    threads: Annotated[int | None, typer.Option(help="torch intra-op threads.")] = None,  # noqa: UP007
     max_shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB.")] = "5GB",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted merge into OUT.")] = False,
@@ -42,8 +42,15 @@ def merge(
     from graftkit.merge.api import merge as run
 
     result = run(
-        recipe, out, device=device, seed=seed, overwrite=overwrite, threads=threads,
-        max_shard_size=max_shard_size, progress=progress, resume=resume,
+        recipe,
+        out,
+        device=device,
+        seed=seed,
+        overwrite=overwrite,
+        threads=threads,
+        max_shard_size=max_shard_size,
+        progress=progress,
+        resume=resume,
     )
     typer.echo(f"merged model written to {result}")
     if check:
@@ -74,8 +81,8 @@ def evaluate(
     tasks: Annotated[str, typer.Option(help="Comma-separated task names (see `graft tasks`).")],
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
     n: Annotated[int, typer.Option(help="Examples per task.")] = 200,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write scores as JSON here.")] = None,  # noqa: UP007
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when available).")] = None,  # noqa: UP007
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write scores as JSON here.")] = None,  # noqa: UP007
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,  # noqa: UP007
 ) -> None:
     """Score a model on registered tasks (exact match by greedy decoding)."""
     from graftkit.evaluate import run_eval
@@ -90,6 +97,35 @@ def list_tasks() -> None:
 
     for name, task in TASKS.items():
         typer.echo(f"{task.kind:9} {name}")
+
+
+zoo_app = typer.Typer(help="Train the model zoo: bases, experts and multitask baselines.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("build")
+def zoo_build(
+    size: Annotated[str, typer.Option(help="demo, xs, s, m, l (CPU) or xl, xxl (GPU).")] = "s",
+    bases: Annotated[str, typer.Option(help="Comma-separated: pretrained, instruct.")] = "pretrained,instruct",
+    families: Annotated[str | None, typer.Option(help="Held-in families (default: all).")] = None,
+    n: Annotated[int, typer.Option(help="Test examples per task for the score table.")] = 200,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the score table as JSON.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+) -> None:
+    """Build (or reuse from the cache) a zoo, then print a model × task score table."""
+    from rich.console import Console
+
+    from graftkit.study import zoo_report
+    from graftkit.zoo.build import build_zoo
+
+    console = Console()
+    chosen = [f.strip() for f in families.split(",")] if families else None
+    kinds = tuple(b.strip() for b in bases.split(",") if b.strip())
+    manifest = build_zoo(size, bases=kinds, families=chosen, device=device, log=console.print)
+    report = zoo_report.score_zoo(manifest, n=n)
+    console.print(zoo_report.render(report))
+    if json_out:
+        zoo_report.save(report, json_out)
 
 
 @app.command()

@@ -1,57 +1,74 @@
-"""`make demo`: merge experts and report what came out.
+"""`make demo`: train (or reuse) a small zoo, merge 4 experts 4 ways, score, print and plot.
 
-With the model zoo available this trains (or reuses) a small zoo, merges four experts with four
-methods and scores held-in and held-out tasks; see :func:`run_demo`.
+Everything is built here from the project's own synthetic tasks; the zoo is cached under
+``$GRAFTKIT_CACHE`` (default ``~/.cache/graftkit``), so a second run only merges and evaluates.
 """
 
 from __future__ import annotations
 
-import tempfile
+import json
+import time
 from pathlib import Path
 
-
-def run_demo(workdir: Path | None = None) -> None:
-    """Run the demo in ``workdir`` (a temporary folder by default)."""
-    if workdir is None:
-        with tempfile.TemporaryDirectory(prefix="graft-demo-") as tmp:
-            return run_demo(Path(tmp))
-    return perturbed_demo(workdir)
+DEMO_FAMILIES = ("addition", "reversal", "case_swap", "letter_double")
+DEMO_SIZE = "demo"
+DEMO_BASE = "instruct"
 
 
-def perturbed_demo(workdir: Path) -> None:
-    """A tiny Llama base and three perturbed experts, merged with three methods."""
-    import torch
+def run_demo(workdir: Path = Path("runs/demo"), *, n: int = 100) -> Path:
+    """Run the demo; returns the folder with ``scores.json`` and ``methods.png``."""
     from rich.console import Console
+
+    from graftkit.study.merge_eval import DEFAULT_SETTINGS, merge_all, score_all, summarise
+    from graftkit.study.plots import plot_methods
+    from graftkit.zoo.build import build_zoo
+    from graftkit.zoo.tasks import tasks_of_kind
+
+    console = Console()
+    start = time.perf_counter()
+    console.print(
+        f"[bold]1/4[/] zoo: one {DEMO_BASE} base ({DEMO_SIZE} preset) and experts on {', '.join(DEMO_FAMILIES)}"
+    )
+    zoo = build_zoo(DEMO_SIZE, bases=(DEMO_BASE,), families=DEMO_FAMILIES, multitask=False, log=console.print)
+    base = zoo.bases[DEMO_BASE]
+    experts = {family: zoo.experts[DEMO_BASE][family] for family in DEMO_FAMILIES}
+    console.print(
+        f"[bold]2/4[/] merging the {len(experts)} experts: " + ", ".join(s.label for s in DEFAULT_SETTINGS)
+    )
+    merged = merge_all(base, list(experts.values()), DEFAULT_SETTINGS, workdir / "merged")
+    held_out = tasks_of_kind("held_out")
+    models = {"base": base, **{f"expert:{f}": p for f, p in experts.items()}, **merged}
+    console.print(
+        f"[bold]3/4[/] scoring {len(models)} models on {len(DEMO_FAMILIES)} held-in and "
+        f"{len(held_out)} held-out tasks (n={n} each)"
+    )
+    scores = score_all(models, [*DEMO_FAMILIES, *held_out], n=n)
+    rows = summarise(scores, {f: f"expert:{f}" for f in DEMO_FAMILIES}, "base", held_out)
+    console.print("[bold]4/4[/] results")
+    console.print(_table(scores, rows, DEMO_FAMILIES, held_out))
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "scores.json").write_text(
+        json.dumps({"scores": scores, "summary": [r.__dict__ for r in rows]}, indent=2)
+    )
+    plot = plot_methods(
+        rows, workdir / "methods.png", f"{len(experts)} experts merged ({DEMO_SIZE} zoo, {DEMO_BASE} base)"
+    )
+    console.print(f"plot: {plot}   scores: {workdir / 'scores.json'}   ({time.perf_counter() - start:.0f} s)")
+    return workdir
+
+
+def _table(scores, rows, held_in, held_out):
     from rich.table import Table
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    import graftkit
-
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=128)
-    base = LlamaForCausalLM(config)
-    base.save_pretrained(workdir / "base")
-    experts = []
-    for i in range(3):
-        expert = LlamaForCausalLM(config)
-        expert.load_state_dict({k: v + 0.01 * torch.randn_like(v) for k, v in base.state_dict().items()})
-        expert.save_pretrained(workdir / f"expert{i}")
-        experts.append(expert)
-    table = Table(title="demo: 3 perturbed experts of a tiny Llama, merged")
-    for column in ("method", "mean |θ − base|", "mean |θ − expert0|"):
-        table.add_column(column)
-    for method, params in (("linear", {}), ("ties", {"density": 0.5}), ("dare_ties", {"density": 0.5})):
-        recipe = {
-            "merge_method": method,
-            "base_model": str(workdir / "base"),
-            "models": [{"model": str(workdir / f"expert{i}"), "parameters": params} for i in range(3)],
-            "seed": 0,
-        }
-        out = graftkit.merge(recipe, workdir / f"merged-{method}", progress=False)
-        merged = LlamaForCausalLM.from_pretrained(out)
-        merged_sd, base_sd, e0 = merged.state_dict(), base.state_dict(), experts[0].state_dict()
-        to_base = torch.stack([(merged_sd[k] - base_sd[k]).abs().mean() for k in base_sd]).mean()
-        to_e0 = torch.stack([(merged_sd[k] - e0[k]).abs().mean() for k in base_sd]).mean()
-        table.add_row(method, f"{to_base:.5f}", f"{to_e0:.5f}")
-    Console().print(table)
+    table = Table(title="exact-match accuracy (test split)")
+    table.add_column("model")
+    for task in (*held_in, *held_out):
+        table.add_column(task + ("" if task in held_in else " (out)"), justify="right")
+    for column in ("held-in", "held-out", "held-in / expert"):
+        table.add_column(column, justify="right", style="bold")
+    for row in rows:
+        by_task = scores[row.label]
+        norm = "-" if row.held_in_normalised is None else f"{row.held_in_normalised:.2f}"
+        cells = [f"{by_task[t]:.2f}" for t in (*held_in, *held_out)]
+        table.add_row(row.label, *cells, f"{row.held_in:.2f}", f"{row.held_out:.2f}", norm)
+    return table

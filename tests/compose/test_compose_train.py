@@ -116,3 +116,22 @@ def test_lr_schedule():
     assert lr_factor(4, 4, 20, 0.1) == pytest.approx(1.0)
     assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
     assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.55)
+
+
+def test_cli_train_validate_generate(workspace):
+    import yaml
+    from typer.testing import CliRunner
+
+    from graftkit.compose.cli import app
+
+    (workspace / "recipe.yaml").write_text(yaml.safe_dump(recipe(workspace)))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["validate", str(workspace / "recipe.yaml"), "optim.steps=2"])
+    assert shown.exit_code == 0 and "steps: 2" in shown.output
+    trained = runner.invoke(app, ["train", str(workspace / "recipe.yaml"), "optim.steps=2"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads((workspace / "out" / "bridge.json").read_text())["training"]["step"] == 2
+    args = ["generate", str(workspace / "out"), "-p", "1+2=", "-p", "12+3=", "--max-new-tokens", "3"]
+    out = runner.invoke(app, [*args, "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    assert "1+2=" in out.output and "\n12+3=" in out.output  # each prompt followed by its continuation

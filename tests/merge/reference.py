@@ -12,12 +12,12 @@ import torch
 
 
 def linear(xs, ws, normalize=True):
-    total = sum(w * x for w, x in zip(ws, xs))
+    total = sum(w * x for w, x in zip(ws, xs, strict=True))
     return total / sum(ws) if normalize else total
 
 
 def task_arithmetic(b, xs, ws, lam=1.0):
-    return b + lam * sum(w * (x - b) for w, x in zip(ws, xs))
+    return b + lam * sum(w * (x - b) for w, x in zip(ws, xs, strict=True))
 
 
 def trim(d, density):
@@ -29,11 +29,11 @@ def trim(d, density):
 
 
 def elect_and_mean(ds, ws):
-    weighted = sum(w * d for w, d in zip(ws, ds))
+    weighted = sum(w * d for w, d in zip(ws, ds, strict=True))
     sign = torch.where(weighted >= 0, 1.0, -1.0)
     num = torch.zeros_like(ds[0])
     den = torch.zeros_like(ds[0])
-    for w, d in zip(ws, ds):
+    for w, d in zip(ws, ds, strict=True):
         agree = (d != 0) & (torch.sign(d) == sign)
         num += torch.where(agree, w * d, 0.0)
         den += torch.where(agree, torch.full_like(d, w), 0.0)
@@ -41,7 +41,7 @@ def elect_and_mean(ds, ws):
 
 
 def ties(b, xs, ws, densities, lam=1.0):
-    ds = [trim(x - b, dens) for x, dens in zip(xs, densities)]
+    ds = [trim(x - b, dens) for x, dens in zip(xs, densities, strict=True)]
     return b + lam * elect_and_mean(ds, ws)
 
 

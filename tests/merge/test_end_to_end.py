@@ -10,20 +10,24 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tests.conftest import save_family
+from tests.merge import reference as ref
 from typer.testing import CliRunner
 
 from graftkit.cli import app
 from graftkit.methods.rng import expert_seed, uniform
-from tests.conftest import save_family
-from tests.merge import reference as ref
 
 runner = CliRunner()
 
 
-def write_recipe(path: Path, method: str, base: Path | None, experts: list[Path], params=None, **extra) -> Path:
+def write_recipe(
+    path: Path, method: str, base: Path | None, experts: list[Path], params=None, **extra
+) -> Path:
     recipe = {
         "merge_method": method,
-        "models": [{"model": str(e), "parameters": (params or [{}] * len(experts))[i]} for i, e in enumerate(experts)],
+        "models": [
+            {"model": str(e), "parameters": (params or [{}] * len(experts))[i]} for i, e in enumerate(experts)
+        ],
         **({"base_model": str(base)} if base else {}),
         **extra,
     }
@@ -84,7 +88,9 @@ def auto_class(arch: str):
 def test_cli_merge_matches_reference(family, method, tmp_path):
     arch, base, experts = family
     per_expert, global_params = PARAMS[method]
-    recipe = write_recipe(tmp_path / "r.yaml", method, base, experts, per_expert, parameters=global_params, seed=7)
+    recipe = write_recipe(
+        tmp_path / "r.yaml", method, base, experts, per_expert, parameters=global_params, seed=7
+    )
     graft("merge", recipe, "-o", tmp_path / "out", "--no-progress")
     model = auto_class(arch).from_pretrained(tmp_path / "out")
     assert model is not None
@@ -92,7 +98,9 @@ def test_cli_merge_matches_reference(family, method, tmp_path):
     merged = load_file(tmp_path / "out" / "model.safetensors")
     assert set(merged) == set(b)  # nothing dropped, nothing added (tied lm_head stays tied)
     for name in b:
-        torch.testing.assert_close(merged[name], expected(method, b[name], [x[name] for x in xs], name), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            merged[name], expected(method, b[name], [x[name] for x in xs], name), atol=1e-6, rtol=0
+        )
     if arch == "gpt2":
         assert torch.equal(model.lm_head.weight, model.transformer.wte.weight)
 
@@ -109,7 +117,9 @@ def test_sharded_inputs_and_outputs(tmp_path):
     b = AutoModelForCausalLM.from_pretrained(base).state_dict()
     xs = [AutoModelForCausalLM.from_pretrained(e).state_dict() for e in experts]
     for name in b:
-        torch.testing.assert_close(merged[name], ref.task_arithmetic(b[name], [x[name] for x in xs], [1, 1]), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            merged[name], ref.task_arithmetic(b[name], [x[name] for x in xs], [1, 1]), atol=1e-6, rtol=0
+        )
 
 
 def test_bf16_inputs_are_merged_in_fp32_then_cast(tmp_path):
@@ -151,11 +161,15 @@ def test_bin_input(tmp_path):
     b = torch.load(base / "pytorch_model.bin", weights_only=True)
     xs = [torch.load(e / "pytorch_model.bin", weights_only=True) for e in experts]
     for name in b:
-        torch.testing.assert_close(merged[name], ref.task_arithmetic(b[name], [x[name] for x in xs], [1, 1]), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            merged[name], ref.task_arithmetic(b[name], [x[name] for x in xs], [1, 1]), atol=1e-6, rtol=0
+        )
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
 def test_same_recipe_and_seed_give_identical_bytes_across_threads(tmp_path, llama_family):
@@ -175,7 +189,13 @@ def test_output_has_config_tokenizer_recipe_and_card(tmp_path, llama_family):
     recipe = write_recipe(tmp_path / "r.yaml", "ties", base, experts)
     graft("merge", recipe, "-o", tmp_path / "out", "--no-progress")
     names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"config.json", "generation_config.json", "tokenizer_config.json", "graft_recipe.yaml", "README.md"} <= names
+    assert {
+        "config.json",
+        "generation_config.json",
+        "tokenizer_config.json",
+        "graft_recipe.yaml",
+        "README.md",
+    } <= names
     card = (tmp_path / "out" / "README.md").read_text()
     assert "ties" in card and str(experts[0]) in card
 

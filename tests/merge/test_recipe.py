@@ -38,7 +38,9 @@ def test_mergekit_ties_config_parses():
 
 
 def test_out_dtype_wins_over_mergekit_dtype():
-    recipe = parse_recipe({"merge_method": "linear", "models": [{"model": "a"}], "dtype": "float16", "out_dtype": "bf16"})
+    recipe = parse_recipe(
+        {"merge_method": "linear", "models": [{"model": "a"}], "dtype": "float16", "out_dtype": "bf16"}
+    )
     assert recipe.storage_dtype == "bfloat16"
 
 
@@ -77,6 +79,86 @@ def test_not_a_mapping():
         parse_recipe("- just\n- a list\n")
 
 
-@pytest.mark.parametrize(("text", "size"), [("5GB", 5 * 10**9), ("500MB", 500 * 10**6), ("2GiB", 2 * 2**30), ("1000", 1000)])
+@pytest.mark.parametrize(
+    ("text", "size"), [("5GB", 5 * 10**9), ("500MB", 500 * 10**6), ("2GiB", 2 * 2**30), ("1000", 1000)]
+)
 def test_parse_size(text, size):
     assert parse_size(text) == size
+
+
+def _resolve(recipe):
+    from graftkit.merge.validate import resolve_recipe
+
+    return resolve_recipe(parse_recipe(recipe))
+
+
+def test_mergekit_normalize_and_rescale_translate():
+    resolved = _resolve(
+        {
+            "merge_method": "dare_ties",
+            "base_model": "b",
+            "models": [{"model": "b"}, {"model": "x", "parameters": {"density": 0.5, "weight": 1.0}}],
+            "parameters": {"normalize": True, "rescale": True, "int8_mask": True},
+        }
+    )
+    assert resolved.global_params["rescale"] == "paper"
+    assert "normalize" not in resolved.global_params
+    assert resolved.expert_paths == ["x"]  # mergekit lists the base among models; it is not an expert
+
+
+def test_normalize_true_on_weighted_sum_divides_weights():
+    resolved = _resolve(
+        {
+            "merge_method": "task_arithmetic",
+            "base_model": "b",
+            "models": [
+                {"model": "x", "parameters": {"weight": 1.0}},
+                {"model": "y", "parameters": {"weight": 3.0}},
+            ],
+            "parameters": {"normalize": True},
+        }
+    )
+    assert [e["weight"] for e in resolved.expert_params] == [0.25, 0.75]
+
+
+def test_normalize_false_on_ties_is_refused_with_reason():
+    with pytest.raises(RecipeError, match="disjoint mean"):
+        _resolve(
+            {
+                "merge_method": "ties",
+                "base_model": "b",
+                "models": [{"model": "x"}],
+                "parameters": {"normalize": False},
+            }
+        )
+
+
+def test_drop_rate_is_density_alias_and_both_are_refused():
+    resolved = _resolve(
+        {
+            "merge_method": "dare_linear",
+            "base_model": "b",
+            "models": [{"model": "x", "parameters": {"drop_rate": 0.9}}],
+        }
+    )
+    assert resolved.expert_params[0]["density"] == pytest.approx(0.1)
+    with pytest.raises(RecipeError, match="not both"):
+        _resolve(
+            {
+                "merge_method": "dare_linear",
+                "base_model": "b",
+                "models": [{"model": "x", "parameters": {"drop_rate": 0.9, "density": 0.1}}],
+            }
+        )
+
+
+def test_della_density_epsilon_rule_is_checked_at_validation():
+    with pytest.raises(RecipeError, match="epsilon"):
+        _resolve(
+            {
+                "merge_method": "della",
+                "base_model": "b",
+                "models": [{"model": "x", "parameters": {"density": 0.9}}],
+                "parameters": {"epsilon": 0.2},
+            }
+        )

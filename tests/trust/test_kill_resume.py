@@ -42,10 +42,17 @@ def graft(*args, **kwargs) -> subprocess.Popen:
 def test_kill_and_resume_gives_identical_bytes(tmp_path):
     base, *experts = make_models(tmp_path)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "merge_method": "dare_ties", "base_model": str(base), "seed": 5, "parameters": {"density": 0.3},
-        "models": [{"model": str(e)} for e in experts],
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "merge_method": "dare_ties",
+                "base_model": str(base),
+                "seed": 5,
+                "parameters": {"density": 0.3},
+                "models": [{"model": str(e)} for e in experts],
+            }
+        )
+    )
     reference = tmp_path / "reference"
     proc = graft("merge", recipe, "-o", reference, "--max-shard-size", "10MB")
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
@@ -59,7 +66,9 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         err = proc.stderr.read()
-        resumed_counts += [int(line.split("resuming: ")[1].split()[0]) for line in err.splitlines() if "resuming: " in line]
+        resumed_counts += [
+            int(line.split("resuming: ")[1].split()[0]) for line in err.splitlines() if "resuming: " in line
+        ]
         if proc.returncode == 0:  # it finished before the kill: nothing to resume any more
             break
         assert not out.exists(), f"attempt {attempt}: a killed merge left a folder at the output path"
@@ -67,7 +76,9 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path):
         proc = graft("merge", recipe, "-o", out, "--max-shard-size", "10MB", "--resume")
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
         err = proc.stderr.read()
-        resumed_counts += [int(line.split("resuming: ")[1].split()[0]) for line in err.splitlines() if "resuming: " in line]
+        resumed_counts += [
+            int(line.split("resuming: ")[1].split()[0]) for line in err.splitlines() if "resuming: " in line
+        ]
     assert any(count > 0 for count in resumed_counts), "no run ever resumed from verified tensors"
     assert digest(out) == digest(reference)
     assert not list(tmp_path.glob(".out.graft-*"))  # the partial folder is gone once complete

@@ -115,3 +115,8 @@ def test_pretrain_texts_deterministic_and_varied():
     assert docs == [next(b) for _ in range(50)]
     assert len(set(docs)) == 50
     assert any(c.isdigit() for c in "".join(docs)) and any(c.isupper() for c in "".join(docs))
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if TASKS.get(n).kind != "pretrain"])
+def test_enough_distinct_examples_for_evaluation(name):
+    assert len(TASKS.get(name).examples("test", 300)) == 300

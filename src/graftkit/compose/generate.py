@@ -8,7 +8,7 @@ projected keys/values are computed once and reused for every generated token.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -95,3 +95,25 @@ def generate(
         )
         cache, logits = out.past_key_values, out.logits[:, -1]
     return sequences
+
+
+def generate_text(
+    model: ComposedModel,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    **kwargs: Any,
+) -> list[str]:
+    """Decode ``prompts`` (left-padded into one batch) and return only the generated text of each.
+
+    ``kwargs`` go to :func:`generate`; ``eos_token_id`` defaults to the tokenizer's.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    width = max(len(e) for e in encoded)
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    device = next(model.parameters()).device
+    kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+    out = generate(model, ids.to(device), max_new_tokens, attention_mask=mask.to(device), **kwargs)
+    return tokenizer.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)

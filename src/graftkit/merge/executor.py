@@ -21,7 +21,6 @@ from graftkit.merge.plan import MergePlan, TensorJob
 from graftkit.merge.sources import TensorSink
 from graftkit.methods import expert_seed, run_method
 
-
 PREFETCH_BYTES = 1 << 30  # read ahead at most this much beyond the tensor being merged
 
 
@@ -53,9 +52,10 @@ def execute(
     """
     device = torch.device(device)
     jobs = [job for job in plan.jobs if not skip or job.name not in skip]
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="graft-read") as readers, ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="graft-write"
-    ) as writer:
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="graft-read") as readers,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="graft-write") as writer,
+    ):
         pending_write: Future[None] | None = None
         for inputs in _read_ahead(plan, jobs, readers, prefetch):
             merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device)
@@ -80,20 +80,38 @@ def merge_one(
         return base if base is not None else experts[0]
     resolved = plan.resolved
     labels = plan.labels
-    base_f = _to_compute(base, device, job.name, labels[0]) if resolved.spec.needs_base or resolved.recipe.dare else None
+    base_f = (
+        _to_compute(base, device, job.name, labels[0])
+        if resolved.spec.needs_base or resolved.recipe.dare
+        else None
+    )
     offset = 1 if plan.base is not None else 0
-    expert_f = [_to_compute(t, device, job.name, labels[offset + i]) for i, t in zip(job.experts, experts)]
-    params = {name: resolve(value, job.name, plan.n_layers, _default(plan, name)) for name, value in resolved.global_params.items()}
+    expert_f = [_to_compute(t, device, job.name, labels[offset + i]) for i, t in zip(job.experts, experts, strict=True)]
+    params = {
+        name: resolve(value, job.name, plan.n_layers, _default(plan, name))
+        for name, value in resolved.global_params.items()
+    }
     per_expert = {
-        name: tuple(resolve(resolved.expert_params[i][name], job.name, plan.n_layers, _default(plan, name)) for i in job.experts)
+        name: tuple(
+            resolve(resolved.expert_params[i][name], job.name, plan.n_layers, _default(plan, name))
+            for i in job.experts
+        )
         for name in resolved.expert_params[0]
         if name != "weight"
     }
-    weights = tuple(float(resolve(resolved.expert_params[i]["weight"], job.name, plan.n_layers, 1.0)) for i in job.experts)
+    weights = tuple(
+        float(resolve(resolved.expert_params[i]["weight"], job.name, plan.n_layers, 1.0)) for i in job.experts
+    )
     seeds = tuple(expert_seed(resolved.recipe.seed, i, job.name) for i in job.experts)
     dare = resolved.recipe.dare.model_dump() if resolved.recipe.dare else None
     merged = run_method(
-        resolved.spec, expert_f, base=base_f, weights=weights, seeds=seeds, params={**params, **per_expert}, dare=dare
+        resolved.spec,
+        expert_f,
+        base=base_f,
+        weights=weights,
+        seeds=seeds,
+        params={**params, **per_expert},
+        dare=dare,
     )
     return merged.to(device="cpu", dtype=job.out_dtype)
 
@@ -103,7 +121,9 @@ def _default(plan: MergePlan, name: str):
     return param.default if param is not None else 1.0
 
 
-def _to_compute(tensor: torch.Tensor | None, device: torch.device, name: str, label: str) -> torch.Tensor | None:
+def _to_compute(
+    tensor: torch.Tensor | None, device: torch.device, name: str, label: str
+) -> torch.Tensor | None:
     if tensor is None:
         return None
     out = tensor.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -116,7 +136,11 @@ def _to_compute(tensor: torch.Tensor | None, device: torch.device, name: str, la
 
 
 def _read_ahead(
-    plan: MergePlan, jobs: list[TensorJob], pool: ThreadPoolExecutor, prefetch: int, budget: int = PREFETCH_BYTES
+    plan: MergePlan,
+    jobs: list[TensorJob],
+    pool: ThreadPoolExecutor,
+    prefetch: int,
+    budget: int = PREFETCH_BYTES,
 ) -> Iterator[_Inputs]:
     """Yield each job's inputs, keeping up to ``prefetch`` jobs (and ``budget`` bytes) read ahead."""
     queue: deque[tuple[int, Future[_Inputs]]] = deque()

@@ -88,7 +88,8 @@ def build_plan(
         CheckpointError: missing/extra tensors (per ``on_missing``), shape mismatches.
     """
     reference = base if base is not None else experts[0]
-    check_configs([reference.config] + [e.config for e in experts], labels)
+    # one config per label: the base (if any), then every expert (the first is the reference without a base)
+    check_configs(([base.config] if base is not None else []) + [e.config for e in experts], labels)
     experts = untie_where_needed(reference, list(experts))
     out_dtype = DTYPE_BY_NAME.get(resolved.recipe.storage_dtype or "")
     on_missing = resolved.recipe.on_missing
@@ -109,7 +110,9 @@ def build_plan(
             other = expert.tensors.get(name)
             if other is None:
                 if on_missing == "error":
-                    problems.append(f"- tensor `{name}` is in {ref_label} but missing from {expert_labels[i]}")
+                    problems.append(
+                        f"- tensor `{name}` is in {ref_label} but missing from {expert_labels[i]}"
+                    )
                     continue
                 missing.setdefault(i, []).append(name)
                 if on_missing == "base" and base is not None:
@@ -136,8 +139,11 @@ def build_plan(
             "`on_missing: base` (use the base's tensor) or `on_missing: skip` (merge the others)."
         )
     n_layers = count_layers(reference.config, reference.tensors)
-    places = ["parameters"] + [f"models[{i}].parameters" for i in range(len(experts))]
-    check_layer_lists([resolved.global_params, *resolved.expert_params], n_layers, places)
+    # The lists as the user wrote them (before defaults spread global values to every model), so
+    # that an error names the place in the recipe to edit.
+    written = [resolved.recipe.parameters, *(m.parameters for m in resolved.recipe.models)]
+    places = ["parameters"] + [f"models[{i}].parameters" for i in range(len(resolved.recipe.models))]
+    check_layer_lists(written, n_layers, places)
     return MergePlan(resolved, base, list(experts), list(labels), jobs, n_layers, out_dtype, warnings)
 
 
@@ -152,7 +158,10 @@ def count_layers(config: dict[str, Any] | None, names: Any) -> int:
 
 def _shape_problem(name: str, a: str, shape_a: Any, b: str, shape_b: Any) -> str:
     line = f"- tensor `{name}` has shape {list(shape_a)} in {a} but {list(shape_b)} in {b}"
-    if any(key in name for key in ("embed", "wte", "lm_head", "word_embeddings")) and shape_a[1:] == shape_b[1:]:
+    if (
+        any(key in name for key in ("embed", "wte", "lm_head", "word_embeddings"))
+        and shape_a[1:] == shape_b[1:]
+    ):
         line += (
             f" (vocabulary size {shape_a[0]} vs {shape_b[0]}: the tokenizers differ; resize the embeddings "
             "to one vocabulary, e.g. `model.resize_token_embeddings(n)`, or merge models that share a tokenizer)"
@@ -195,7 +204,9 @@ def _check_extras(reference, experts, labels, ref_label, on_missing, problems, w
 
 
 def _note_dtypes(reference, experts, warnings) -> None:
-    dtypes = {m.dtype for src in (reference, *experts) for m in src.tensors.values() if m.dtype.is_floating_point}
+    dtypes = {
+        m.dtype for src in (reference, *experts) for m in src.tensors.values() if m.dtype.is_floating_point
+    }
     if len(dtypes) > 1:
         names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
         warnings.append(f"inputs mix dtypes ({names}); every tensor is merged in float32.")

@@ -24,20 +24,27 @@ CONFIG_KEYS = (
     (("num_hidden_layers", "n_layer", "num_layers"), "layer count"),
 )
 HEAD_NAMES = ("lm_head.weight",)
-EMBED_NAMES = ("model.embed_tokens.weight", "transformer.wte.weight", "embed_tokens.weight", "model.decoder.embed_tokens.weight")
+EMBED_NAMES = (
+    "model.embed_tokens.weight",
+    "transformer.wte.weight",
+    "embed_tokens.weight",
+    "model.decoder.embed_tokens.weight",
+)
 
 
 def check_configs(configs: Sequence[Mapping[str, Any] | None], labels: Sequence[str]) -> None:
     """Refuse models whose architecture, hidden size or layer count differ from the first's."""
     problems = []
     reference, ref_label = configs[0], labels[0]
-    for config, label in zip(configs[1:], labels[1:]):
+    for config, label in zip(configs[1:], labels[1:], strict=True):
         if not reference or not config:
             continue
         for keys, what in CONFIG_KEYS:
             key = next((k for k in keys if k in reference and k in config), None)
             if key is not None and reference[key] != config[key]:
-                problems.append(f"- {what} (`{key}`): {reference[key]} in {ref_label} but {config[key]} in {label}")
+                problems.append(
+                    f"- {what} (`{key}`): {reference[key]} in {ref_label} but {config[key]} in {label}"
+                )
     if problems:
         raise CheckpointError(
             "The models do not share an architecture, so their weights cannot be merged:\n"
@@ -93,7 +100,7 @@ def untie_where_needed(reference: TensorSource, experts: list[TensorSource]) -> 
 def check_layer_lists(params: Sequence[Mapping[str, Any]], n_layers: int, where: Sequence[str]) -> None:
     """A per-layer list may not have more entries than the model has layers."""
     problems = []
-    for mapping, place in zip(params, where):
+    for mapping, place in zip(params, where, strict=True):
         for name, value in mapping.items():
             for values in _layer_lists(value):
                 if len(values) > max(n_layers, 1):

@@ -164,6 +164,23 @@ def _explain(err: ValidationError, data: dict[str, Any]) -> str:
     return "The recipe has errors:\n" + "\n".join(lines)
 
 
+def _param_place(name: str) -> str | None:
+    """Where a known method parameter belongs, or None when no method has one of that name."""
+    from graftkit.methods import METHODS
+    from graftkit.methods.spec import WEIGHT
+
+    params = [WEIGHT] + [p for _, spec in METHODS.items() for p in spec.params if p.name == name]
+    found = [p for p in params if p.name == name]
+    if not found:
+        return None
+    if any(p.per_expert for p in found):
+        return (
+            f"give it per model, as `models: [{{model: PATH, parameters: {{{name}: …}}}}]`, "
+            "or once for every model under top-level `parameters:`"
+        )
+    return "put it under top-level `parameters:`"
+
+
 def _unknown_field_hint(loc: tuple[Any, ...]) -> str:
     name = str(loc[-1])
     if len(loc) == 3 and loc[0] == "models":
@@ -172,8 +189,16 @@ def _unknown_field_hint(loc: tuple[Any, ...]) -> str:
             f"`parameters:`, e.g. `- model: PATH\\n  parameters: {{{name}: …}}`."
         )
     if len(loc) == 1:
+        where = _param_place(name)
         return (
-            f"unknown top-level field `{name}`. Method parameters go under `parameters:`; "
-            "valid fields are " + ", ".join(Recipe.model_fields) + "."
+            f"unknown top-level field `{name}`. "
+            + (
+                f"`{name}` is a method parameter: {where}; "
+                if where
+                else "Method parameters go under `parameters:`; "
+            )
+            + "valid fields are "
+            + ", ".join(Recipe.model_fields)
+            + "."
         )
     return f"unknown field `{name}`."

@@ -152,11 +152,14 @@ def write_merge(plan: MergePlan, folder: Path, options: MergeOptions) -> None:
 
     entries = [(job.name, job.shape, job.out_dtype) for job in plan.jobs]
     resume = _resumable(folder, plan, options.resume)
-    with ShardedWriter(folder, entries, options.max_shard_size, journal=True, resume=resume) as writer, merge_progress(
-        plan, enabled=options.progress
-    ) as advance:
+    with (
+        ShardedWriter(folder, entries, options.max_shard_size, journal=True, resume=resume) as writer,
+        merge_progress(plan, enabled=options.progress) as advance,
+    ):
         if writer.written:
-            log.info("resuming: %d of %d tensors already written and verified", len(writer.written), len(plan.jobs))
+            log.info(
+                "resuming: %d of %d tensors already written and verified", len(writer.written), len(plan.jobs)
+            )
         execute(plan, writer, device=options.device, on_tensor=advance, skip=set(writer.written))
     (folder / FINGERPRINT_FILE).unlink()
     write_side_files(plan, folder)
@@ -172,7 +175,9 @@ def write_side_files(plan: MergePlan, folder: Path) -> None:
     if recipe.tokenizer_source not in (None, "base"):
         source = Path(recipe.tokenizer_source)
         if not source.is_dir():
-            raise GraftError(f"`tokenizer_source` {str(source)!r} is not a model folder; use `base` or a path.")
+            raise GraftError(
+                f"`tokenizer_source` {str(source)!r} is not a model folder; use `base` or a path."
+            )
         copy_tokenizer(source, folder)
     config = dict(plan.reference.config or {})
     if config:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graftkit.errors import RecipeError, UnknownNameError
+from graftkit.merge.compat import translate
 from graftkit.merge.params import scalars_in
 from graftkit.merge.recipe import FilterValue, Recipe
 from graftkit.methods import METHODS
@@ -52,6 +53,7 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
         _apply_alias(dict(m.parameters), f"models[{i}].parameters", problems)
         for i, m in enumerate(recipe.models)
     ]
+    translate(spec, global_params, experts, problems)
     _check_structure(recipe, spec, problems)
     known = {p.name: p for p in (WEIGHT, *spec.params)}
     _check_names(global_params, "parameters", known, spec, problems, per_expert_place=False)
@@ -59,7 +61,11 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
         _check_names(params, f"models[{i}].parameters", known, spec, problems, per_expert_place=True)
     resolved_global = {p.name: global_params.get(p.name, p.default) for p in spec.params if not p.per_expert}
     resolved_experts = [
-        {p.name: params.get(p.name, global_params.get(p.name, p.default)) for p in known.values() if p.per_expert}
+        {
+            p.name: params.get(p.name, global_params.get(p.name, p.default))
+            for p in known.values()
+            if p.per_expert
+        }
         for params in experts
     ]
     _check_weight_sum(spec, resolved_global, resolved_experts, problems)
@@ -102,19 +108,26 @@ def _apply_alias(params: dict[str, Any], where: str, problems: list[str]) -> dic
 def _check_structure(recipe: Recipe, spec: MethodSpec, problems: list[str]) -> None:
     n = len(recipe.models)
     if spec.needs_base and recipe.base_model is None:
-        problems.append(f"- `base_model`: `{spec.name}` combines task vectors (expert − base); name the base model.")
+        problems.append(
+            f"- `base_model`: `{spec.name}` combines task vectors (expert − base); name the base model."
+        )
     if recipe.dare is not None:
         if not spec.accepts_dare:
-            problems.append(f"- `dare`: the DARE pre-step cannot be combined with `{spec.name}`; remove `dare:`.")
+            problems.append(
+                f"- `dare`: the DARE pre-step cannot be combined with `{spec.name}`; remove `dare:`."
+            )
         elif recipe.base_model is None:
-            problems.append("- `dare`: the DARE pre-step drops entries of expert − base; name a `base_model`.")
+            problems.append(
+                "- `dare`: the DARE pre-step drops entries of expert − base; name a `base_model`."
+            )
     if recipe.on_missing == "base" and recipe.base_model is None:
         problems.append(
             "- `on_missing: base` fills missing tensors from the base model, but the recipe has no "
             "`base_model`; name one or use `on_missing: skip`."
         )
     if n < spec.min_models:
-        problems.append(f"- `models`: `{spec.name}` needs at least {spec.min_models} model(s), got {n}.")
+        amount = "exactly" if spec.max_models == spec.min_models else "at least"
+        problems.append(f"- `models`: `{spec.name}` needs {amount} {spec.min_models} model(s), got {n}.")
     if spec.max_models is not None and n > spec.max_models:
         exact = "exactly" if spec.max_models == spec.min_models else "at most"
         problems.append(f"- `models`: `{spec.name}` takes {exact} {spec.max_models} models, got {n}.")
@@ -135,10 +148,14 @@ def _check_names(
             close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
             hint = f" Did you mean `{close[0]}`?" if close else ""
             valid = ", ".join(sorted(known))
-            problems.append(f"- `{where}.{name}`: `{spec.name}` has no parameter `{name}`.{hint} Valid: {valid}.")
+            problems.append(
+                f"- `{where}.{name}`: `{spec.name}` has no parameter `{name}`.{hint} Valid: {valid}."
+            )
             continue
         if per_expert_place and not param.per_expert:
-            problems.append(f"- `{where}.{name}`: `{name}` is global for `{spec.name}`; move it to top-level `parameters:`.")
+            problems.append(
+                f"- `{where}.{name}`: `{name}` is global for `{spec.name}`; move it to top-level `parameters:`."
+            )
             continue
         _check_value(param, value, f"{where}.{name}", problems)
 
@@ -151,7 +168,11 @@ def _check_value(param: ParamSpec, value: Any, where: str, problems: list[str]) 
     if structured and not value:
         problems.append(f"- `{where}`: an empty list; give a number or a non-empty list.")
         return
-    if structured and isinstance(value[0], FilterValue) and not all(isinstance(v, FilterValue) for v in value):
+    if (
+        structured
+        and isinstance(value[0], FilterValue)
+        and not all(isinstance(v, FilterValue) for v in value)
+    ):
         problems.append(f"- `{where}`: mixes numbers and {{filter, value}} entries; use one form.")
         return
     for scalar in scalars_in(value):
@@ -164,7 +185,9 @@ def _check_value(param: ParamSpec, value: Any, where: str, problems: list[str]) 
             return
 
 
-def _check_weight_sum(spec: MethodSpec, global_params: dict[str, Any], experts: list[dict[str, Any]], problems: list[str]) -> None:
+def _check_weight_sum(
+    spec: MethodSpec, global_params: dict[str, Any], experts: list[dict[str, Any]], problems: list[str]
+) -> None:
     if not spec.normalizes_weights(global_params):
         return
     weights = [e.get("weight", 1.0) for e in experts]
@@ -175,11 +198,16 @@ def _check_weight_sum(spec: MethodSpec, global_params: dict[str, Any], experts: 
         )
 
 
-def _check_combined(spec: MethodSpec, global_params: dict[str, Any], experts: list[dict[str, Any]], problems: list[str]) -> None:
+def _check_combined(
+    spec: MethodSpec, global_params: dict[str, Any], experts: list[dict[str, Any]], problems: list[str]
+) -> None:
     """Rules that tie two parameters together (e.g. DELLA's density ± epsilon in (0, 1))."""
     scalar_globals = {k: v for k, v in global_params.items() if not isinstance(v, list)}
     for i, params in enumerate(experts):
-        merged = {**scalar_globals, **{k: v for k, v in params.items() if not isinstance(v, list) and k != "weight"}}
+        merged = {
+            **scalar_globals,
+            **{k: v for k, v in params.items() if not isinstance(v, list) and k != "weight"},
+        }
         why = spec.check_params(merged)
         if why:
             problems.append(f"- `models[{i}].parameters`: {why}.")

@@ -36,24 +36,37 @@ class ZooRecipe(BaseModel):
     multitask: TrainConfig
 
 
-def _recipe(preset: str, pretrain_steps: int, instruct_steps: int, expert_steps: int, lr: float) -> ZooRecipe:
+def _recipe(
+    preset: str,
+    pretrain_steps: int,
+    tune_steps: int,
+    pretrain_lr: float,
+    tune_lr: float,
+    instruct_steps: int | None = None,
+) -> ZooRecipe:
+    """Experts run ``tune_steps`` at ``tune_lr``, instruction tuning ``instruct_steps`` (default the
+    same) and the multitask baseline 4× as long."""
+
+    def cfg(steps: int, lr: float) -> TrainConfig:
+        return TrainConfig(steps=steps, lr=lr, warmup_steps=steps // 20)
+
     return ZooRecipe(
         preset=preset,
-        pretrain=TrainConfig(steps=pretrain_steps, lr=lr, warmup_steps=pretrain_steps // 20),
-        instruct=TrainConfig(steps=instruct_steps, lr=lr / 3, warmup_steps=instruct_steps // 20),
-        expert=TrainConfig(steps=expert_steps, lr=lr / 3, warmup_steps=expert_steps // 20),
-        multitask=TrainConfig(steps=4 * expert_steps, lr=lr / 3, warmup_steps=expert_steps // 5),
+        pretrain=cfg(pretrain_steps, pretrain_lr),
+        instruct=cfg(instruct_steps or tune_steps, tune_lr),
+        expert=cfg(tune_steps, tune_lr),
+        multitask=cfg(4 * tune_steps, tune_lr),
     )
 
 
 RECIPES: dict[str, ZooRecipe] = {
-    "demo": _recipe("xs", pretrain_steps=1200, instruct_steps=400, expert_steps=300, lr=3e-3),
-    "xs": _recipe("xs", pretrain_steps=3000, instruct_steps=1000, expert_steps=600, lr=3e-3),
-    "s": _recipe("s", pretrain_steps=3000, instruct_steps=1000, expert_steps=600, lr=2e-3),
-    "m": _recipe("m", pretrain_steps=4000, instruct_steps=1500, expert_steps=800, lr=1e-3),
-    "l": _recipe("l", pretrain_steps=6000, instruct_steps=2000, expert_steps=1000, lr=6e-4),
-    "xl": _recipe("xl", pretrain_steps=10000, instruct_steps=3000, expert_steps=1500, lr=4e-4),
-    "xxl": _recipe("xxl", pretrain_steps=10000, instruct_steps=3000, expert_steps=1500, lr=3e-4),
+    "demo": _recipe("xs", 600, 800, pretrain_lr=3e-3, tune_lr=3e-3, instruct_steps=400),
+    "xs": _recipe("xs", pretrain_steps=3000, tune_steps=1000, pretrain_lr=3e-3, tune_lr=3e-3),
+    "s": _recipe("s", pretrain_steps=3000, tune_steps=1000, pretrain_lr=2e-3, tune_lr=2e-3),
+    "m": _recipe("m", pretrain_steps=4000, tune_steps=1000, pretrain_lr=1e-3, tune_lr=1e-3),
+    "l": _recipe("l", pretrain_steps=6000, tune_steps=1000, pretrain_lr=6e-4, tune_lr=6e-4),
+    "xl": _recipe("xl", pretrain_steps=10000, tune_steps=1500, pretrain_lr=4e-4, tune_lr=3e-4),
+    "xxl": _recipe("xxl", pretrain_steps=10000, tune_steps=1500, pretrain_lr=3e-4, tune_lr=2e-4),
 }
 """Default recipes by size name. ``demo`` is the smallest zoo that still shows merging effects."""
 

@@ -173,9 +173,7 @@ def train_loop(
     return TrainStats(
         final_loss=sum(tail) / len(tail),
         first_loss=history[0],
-        losses=[
-            sum(history[i : i + chunk]) / len(history[i : i + chunk]) for i in range(0, len(history), chunk)
-        ],
+        losses=[sum(history[i : i + chunk]) / len(history[i : i + chunk]) for i in range(0, len(history), chunk)],
         seconds=seconds,
         tokens=tokens,
         tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
@@ -220,9 +218,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def save_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path, info: dict[str, Any]
-) -> None:
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path, info: dict[str, Any]) -> None:
     """Write ``model.safetensors``, ``config.json``, the tokenizer and ``training.json`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,13 +14,13 @@ class HeldIn(Task):
 
 @register_task
 class Addition(HeldIn):
-    """Add two numbers of up to three digits: ``"add\\n57+312\\n="`` → ``"369"``."""
+    """Add two numbers of up to two digits: ``"add\\n57+31\\n="`` → ``"88"``."""
 
     name = "addition"
     instruction = "add"
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
-        a, b = number(rng, 3), number(rng, 3)
+        a, b = number(rng, 2), number(rng, 2)
         return f"{a}+{b}", str(a + b)
 
 
@@ -88,13 +88,13 @@ class CaseSwap(HeldIn):
 
 @register_task
 class Modulo(HeldIn):
-    """Remainder of a number below 200 by a divisor 2–9: ``"47%5"`` → ``"2"``."""
+    """Remainder of a number below 500 by a divisor 2–9: ``"47%5"`` → ``"2"``."""
 
     name = "modulo"
     instruction = "mod"
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
-        a, m = rng.randint(0, 199), rng.randint(2, 9)
+        a, m = rng.randint(0, 499), rng.randint(2, 9)
         return f"{a}%{m}", str(a % m)
 
 

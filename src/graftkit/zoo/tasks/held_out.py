@@ -57,7 +57,7 @@ class AdditionWords(HeldOut):
     instruction = "what is"
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
-        a, b = number(rng, 3), number(rng, 3)
+        a, b = number(rng, 2), number(rng, 2)
         return f"{a} plus {b}", str(a + b)
 
 

@@ -1,0 +1,1 @@
+"""Experiment harness: merge zoo experts, score the results, report and plot them."""
