@@ -10,6 +10,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tiny models on a 2-core machine with 2 test workers: more than one torch thread per worker only
+# oversubscribes the cores (tiny-model decoding was measured ~100x slower with 2 threads).
+torch.set_num_threads(1)
 
 
 def tiny_llama(seed: int = 0):

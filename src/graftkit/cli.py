@@ -137,10 +137,12 @@ def demo() -> None:
 
 
 def _register_subcommands() -> None:
+    from graftkit.compose.cli import app as compose_app
     from graftkit.inspect_cli import check_command, inspect_command
 
     app.command("inspect")(inspect_command)
     app.command("check")(check_command)
+    app.add_typer(compose_app, name="compose", help="CALM bridges between frozen models: train, generate.")
 
 
 _register_subcommands()

@@ -60,9 +60,7 @@ def test_modes_differ(composed, prompt):
 def test_untrained_bridge_generates_like_anchor(llama_anchor, gpt2_augment, prompt):
     ids, _ = prompt
     mask = torch.ones_like(ids)
-    expected = llama_anchor.generate(
-        ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0
-    )
+    expected = llama_anchor.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
     assert torch.equal(compose(llama_anchor, gpt2_augment).generate(ids, 8), expected)
 
 

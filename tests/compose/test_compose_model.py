@@ -132,9 +132,7 @@ def test_loss_ignores_minus_100(llama_anchor, gpt2_augment, tokens):
 
 def test_two_augments(llama_anchor, gpt2_augment, tokens):
     second = tiny_llama(9, hidden=16, layers=4, heads=2)
-    model = compose(
-        llama_anchor, [gpt2_augment, second], [None, [Connection(anchor_layer=1, augment_layer=3)]]
-    )
+    model = compose(llama_anchor, [gpt2_augment, second], [None, [Connection(anchor_layer=1, augment_layer=3)]])
     assert [len(c) for c in model.connections] == [2, 1]
     assert torch.equal(model(tokens).logits, llama_anchor(tokens).logits)
     randomize_bridge(model, scale=3.0)
@@ -142,6 +140,8 @@ def test_two_augments(llama_anchor, gpt2_augment, tokens):
     with torch.no_grad():  # silence the second augment: the output must move
         model.bridge[1][0].o_proj.weight.zero_()
     assert not torch.allclose(model(tokens).logits, both, atol=1e-3)
+    with pytest.raises(GraftError, match="one connection list"):
+        compose(llama_anchor, [gpt2_augment, second], [Connection(anchor_layer=1, augment_layer=3)])
     count = bridge_param_count(model)
     assert len(count.per_augment) == 2 and count.bridge == sum(count.per_augment)
 

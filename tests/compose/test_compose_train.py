@@ -42,9 +42,7 @@ def recipe(ws, out="out", **optim):
 
 def test_train_writes_bridge_folder(workspace):
     out = train_bridge(recipe(workspace))
-    assert {"bridge.safetensors", "bridge.json", "recipe.yaml", "metrics.jsonl"} <= {
-        p.name for p in out.iterdir()
-    }
+    assert {"bridge.safetensors", "bridge.json", "recipe.yaml", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
     manifest = json.loads((out / "bridge.json").read_text())
     assert manifest["anchor"]["path"] == str((workspace / "anchor").resolve())
     assert manifest["augments"][0]["connections"] == [

@@ -57,6 +57,4 @@ def char_tokenizer():
     assert len(vocab) <= VOCAB
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.add_special_tokens(specials)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")

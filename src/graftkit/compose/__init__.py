@@ -5,31 +5,36 @@ Bansal et al., "LLM Augmented LLMs: Expanding Capabilities through Composition",
 
 from __future__ import annotations
 
-from graftkit.compose.bridge import CrossAttentionConnection, allowed_positions
-from graftkit.compose.discovery import DecoderStack, NormSpec, discover
-from graftkit.compose.files import fingerprint, load_bridge, read_manifest, save_bridge
-from graftkit.compose.generate import generate
-from graftkit.compose.model import ComposedCache, ComposedModel, compose
-from graftkit.compose.params import BridgeParamCount, bridge_param_count
-from graftkit.compose.wiring import Connection, default_connections, validate_connections
+import importlib
+from typing import Any
 
-__all__ = [
-    "BridgeParamCount",
-    "ComposedCache",
-    "ComposedModel",
-    "Connection",
-    "CrossAttentionConnection",
-    "DecoderStack",
-    "NormSpec",
-    "allowed_positions",
-    "bridge_param_count",
-    "compose",
-    "default_connections",
-    "discover",
-    "fingerprint",
-    "generate",
-    "load_bridge",
-    "read_manifest",
-    "save_bridge",
-    "validate_connections",
-]
+# Public names → defining module, imported on first use so `graft --help` stays fast.
+_EXPORTS = {
+    "BridgeParamCount": "graftkit.compose.params",
+    "ComposedCache": "graftkit.compose.model",
+    "ComposedModel": "graftkit.compose.model",
+    "Connection": "graftkit.compose.wiring",
+    "CrossAttentionConnection": "graftkit.compose.bridge",
+    "DecoderStack": "graftkit.compose.discovery",
+    "NormSpec": "graftkit.compose.discovery",
+    "allowed_positions": "graftkit.compose.bridge",
+    "bridge_param_count": "graftkit.compose.params",
+    "compose": "graftkit.compose.model",
+    "default_connections": "graftkit.compose.wiring",
+    "discover": "graftkit.compose.discovery",
+    "fingerprint": "graftkit.compose.files",
+    "generate": "graftkit.compose.generate",
+    "load_bridge": "graftkit.compose.files",
+    "read_manifest": "graftkit.compose.files",
+    "save_bridge": "graftkit.compose.files",
+    "validate_connections": "graftkit.compose.wiring",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'graftkit.compose' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -16,9 +16,7 @@ app = typer.Typer(help="CALM composition: train and use bridges between frozen m
 @app.command()
 def train(
     recipe: Annotated[Path, typer.Argument(help="Bridge recipe (YAML).")],
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="key=value overrides, e.g. optim.lr=3e-4")
-    ] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. optim.lr=3e-4")] = None,
 ) -> None:
     """Train a bridge from a recipe (resumes from the latest checkpoint in its output folder)."""
     from graftkit.compose.train import train_bridge
@@ -45,9 +43,7 @@ def generate(
     bridge: Annotated[Path, typer.Argument(help="Bridge folder (bridge.json + bridge.safetensors).")],
     prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt text; repeat for a batch.")],
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
-    mode: Annotated[
-        str, typer.Option(help="paper (augments read every token) or encoder (prompt only).")
-    ] = "paper",
+    mode: Annotated[str, typer.Option(help="paper (augments read every token) or encoder (prompt only).")] = "paper",
     sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     top_k: Annotated[int | None, typer.Option(help="Sample from the k most likely tokens.")] = None,

@@ -106,9 +106,7 @@ def discover(model: nn.Module) -> DecoderStack:
     try:
         hidden, heads, vocab = config.hidden_size, config.num_attention_heads, config.vocab_size
     except AttributeError as err:
-        raise GraftError(
-            f"{type(model).__name__}.config lacks {err.name!r}, needed to build a bridge."
-        ) from None
+        raise GraftError(f"{type(model).__name__}.config lacks {err.name!r}, needed to build a bridge.") from None
     path, layers = _find_layers(model, getattr(config, "num_hidden_layers", None))
     backbone = getattr(model, "base_model", model)
     return DecoderStack(backbone, layers, path, int(hidden), int(heads), int(vocab), _find_norm(layers[0]))

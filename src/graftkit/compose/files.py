@@ -91,9 +91,7 @@ def save_bridge(
         "anchor": _describe(model.anchor, model.anchor_stack, anchor_path),
         "augments": [
             {**_describe(m, st, p), "connections": [c.model_dump() for c in conns]}
-            for m, st, p, conns in zip(
-                model.augments, model.augment_stacks, aug_paths, model.connections, strict=True
-            )
+            for m, st, p, conns in zip(model.augments, model.augment_stacks, aug_paths, model.connections, strict=True)
         ],
         "parameters": {
             "bridge": count.bridge,
@@ -160,9 +158,7 @@ def load_bridge(
     if len(given) != len(refs):
         raise GraftError(f"The bridge at {path} joins {len(refs)} augments; {len(given)} were given.")
     anchor_model = _resolve(anchor, manifest["anchor"], "anchor", dtype)
-    aug_models = [
-        _resolve(g, r, f"augments[{i}]", dtype) for i, (g, r) in enumerate(zip(given, refs, strict=True))
-    ]
+    aug_models = [_resolve(g, r, f"augments[{i}]", dtype) for i, (g, r) in enumerate(zip(given, refs, strict=True))]
     if verify:
         for model, ref, role in [(anchor_model, manifest["anchor"], "anchor")] + [
             (m, r, f"augment {i}") for i, (m, r) in enumerate(zip(aug_models, refs, strict=True))
@@ -181,7 +177,5 @@ def load_bridge(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(
-            f"{Path(path) / WEIGHTS} does not fit the bridge in {MANIFEST}: {err}"
-        ) from None
+        raise CheckpointError(f"{Path(path) / WEIGHTS} does not fit the bridge in {MANIFEST}: {err}") from None
     return model

@@ -76,9 +76,7 @@ def generate(
     sequences = input_ids
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     for step in range(max_new_tokens):
-        token = next_token(
-            logits, do_sample=do_sample, temperature=temperature, top_k=top_k, generator=generator
-        )
+        token = next_token(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, generator=generator)
         if eos_token_id is not None:
             token = token.masked_fill(done, eos_token_id)
             done |= token == eos_token_id

@@ -35,9 +35,7 @@ def capture_outputs(layers: nn.ModuleList, indices: set[int]) -> Iterator[dict[i
 
 
 @contextmanager
-def rewrite_outputs(
-    layers: nn.ModuleList, rewrites: Mapping[int, Callable[[Tensor], Tensor]]
-) -> Iterator[None]:
+def rewrite_outputs(layers: nn.ModuleList, rewrites: Mapping[int, Callable[[Tensor], Tensor]]) -> Iterator[None]:
     """Replace the hidden states leaving block ``j`` by ``rewrites[j](hidden)`` inside the block."""
     handles = []
     for j, fn in rewrites.items():

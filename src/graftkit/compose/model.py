@@ -215,9 +215,7 @@ class ComposedModel(nn.Module):
         # Anchor position t (sequence index past_len + t) reads augment positions s ≤ t that are not padding.
         query_slots = torch.arange(past_len, past_len + length, device=input_ids.device)
         per_layer: dict[int, list[tuple[CrossAttentionConnection, Tensor, Tensor, Tensor | None]]] = {}
-        for conns, bridge, per_conn, key_mask in zip(
-            self.connections, self.bridge, kvs, key_masks, strict=True
-        ):
+        for conns, bridge, per_conn, key_mask in zip(self.connections, self.bridge, kvs, key_masks, strict=True):
             allowed = None  # None: same positions, no padding -> plain causal attention (fused kernels)
             if past_len > 0 or key_mask.shape[1] != length or not bool(key_mask.all()):
                 key_slots = torch.arange(key_mask.shape[1], device=input_ids.device)
@@ -246,9 +244,7 @@ class ComposedModel(nn.Module):
         loss = None
         if labels is not None:
             logits = out.logits[:, :-1].float()
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
-            )
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
         cache = None
         if use_cache:
             cache = ComposedCache(out.past_key_values, list(aug_caches), kvs, key_masks, past_len + length)
@@ -291,10 +287,13 @@ def compose(
         per_aug: list[Sequence[Connection] | None] = [None] * len(models)
     elif many:
         per_aug = list(connections)  # type: ignore[arg-type]
-        if len(per_aug) != len(models):
+        if any(isinstance(c, Connection) for c in per_aug):
             raise GraftError(
-                f"{len(models)} augments but {len(per_aug)} connection lists; give one per augment."
+                f"With {len(models)} augments, give one connection list (or None) per augment, e.g. "
+                "[[Connection(...)], None]."
             )
+        if len(per_aug) != len(models):
+            raise GraftError(f"{len(models)} augments but {len(per_aug)} connection lists; give one per augment.")
     else:
         per_aug = [connections]  # type: ignore[list-item]
     n_anchor = discover(anchor).num_layers

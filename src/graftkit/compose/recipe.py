@@ -86,9 +86,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
-def load_recipe(
-    source: str | Path | dict[str, Any] | BridgeRecipe, overrides: Sequence[str] = ()
-) -> BridgeRecipe:
+def load_recipe(source: str | Path | dict[str, Any] | BridgeRecipe, overrides: Sequence[str] = ()) -> BridgeRecipe:
     """Parse a recipe (YAML path, dict or recipe) and apply overrides.
 
     Raises:

@@ -84,9 +84,7 @@ def evaluate_loss(model: Any, examples: list[Example], batch_size: int, pad_id: 
     return total / max(count, 1)
 
 
-def train_bridge(
-    config: BridgeRecipe | str | Path | dict, overrides: list[str] | tuple[str, ...] = ()
-) -> Path:
+def train_bridge(config: BridgeRecipe | str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Train a bridge as the recipe says and return the output folder.
 
     Resumes from the latest checkpoint in the output folder; returns at once when the final
@@ -95,10 +93,7 @@ def train_bridge(
     recipe = load_recipe(config, overrides)
     out = Path(recipe.output)
     manifest = out / MANIFEST
-    if (
-        manifest.is_file()
-        and json.loads(manifest.read_text()).get("training", {}).get("step") == recipe.optim.steps
-    ):
+    if manifest.is_file() and json.loads(manifest.read_text()).get("training", {}).get("step") == recipe.optim.steps:
         return out
 
     accelerator = None
@@ -118,9 +113,7 @@ def train_bridge(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     data = recipe.data
     train_set = tokenize(read_jsonl(data.train), tokenizer, data.max_length, data.append_eos)
-    eval_set = (
-        tokenize(read_jsonl(data.eval), tokenizer, data.max_length, data.append_eos) if data.eval else []
-    )
+    eval_set = tokenize(read_jsonl(data.eval), tokenizer, data.max_length, data.append_eos) if data.eval else []
 
     opt_cfg = recipe.optim
     optimizer = torch.optim.AdamW(

@@ -41,10 +41,7 @@ def default_connections(anchor_layers: int, augment_layers: int) -> list[Connect
             f"The default wiring needs {n} anchor layers (augment has {augment_layers} layers) but the "
             f"anchor has {anchor_layers}; pass connections explicitly."
         )
-    return [
-        Connection(anchor_layer=(k + 1) * anchor_layers // n - 1, augment_layer=4 * (k + 1) - 1)
-        for k in range(n)
-    ]
+    return [Connection(anchor_layer=(k + 1) * anchor_layers // n - 1, augment_layer=4 * (k + 1) - 1) for k in range(n)]
 
 
 def validate_connections(

@@ -64,14 +64,18 @@ def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
     resolved = resolve_recipe(recipe)
     if out.exists() and not options.overwrite:
         raise OutputExistsError(f"Output folder {str(out)!r} already exists; pass --overwrite to replace it.")
+    threads = torch.get_num_threads()
     if options.threads:
         torch.set_num_threads(options.threads)
-    with open_plan(resolved, recipe) as plan:
-        for warning in plan.warnings:
-            log.warning(warning)
-        check_disk_space(plan, out)
-        with atomic_output(out, overwrite=options.overwrite, resumable=True, resume=options.resume) as tmp:
-            write_merge(plan, tmp, options)
+    try:
+        with open_plan(resolved, recipe) as plan:
+            for warning in plan.warnings:
+                log.warning(warning)
+            check_disk_space(plan, out)
+            with atomic_output(out, overwrite=options.overwrite, resumable=True, resume=options.resume) as tmp:
+                write_merge(plan, tmp, options)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
