@@ -1,11 +1,11 @@
 """The Python API: graftkit.merge and graftkit.merge_state_dicts."""
 
 import torch
+from tests.conftest import perturbed, tiny_llama
+from tests.merge import reference as ref
 
 import graftkit
 import graftkit.merge.api  # noqa: F401  (importing the subpackage must not shadow the function)
-from tests.conftest import perturbed, tiny_llama
-from tests.merge import reference as ref
 
 
 def test_graftkit_merge_is_callable_after_the_subpackage_is_imported(tmp_path, llama_family):

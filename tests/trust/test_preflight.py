@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from tests.conftest import perturbed, save_family, tiny_gpt2, tiny_llama
 
 from graftkit.errors import CheckpointError, GraftError, OutputExistsError, RecipeError, TensorValueError
 from graftkit.merge.api import merge as graft_merge
 from graftkit.merge.api import merge_state_dicts
 from graftkit.merge.preflight import check_output_path
 from graftkit.merge.report import validate_recipe
-from tests.conftest import perturbed, save_family, tiny_gpt2, tiny_llama
 
 GRAFT = Path(sys.executable).with_name("graft")
 EMBED, HEAD = "model.embed_tokens.weight", "lm_head.weight"
@@ -203,7 +203,10 @@ def test_vocab_mismatch_names_both_sizes_and_suggests_alignment(tmp_path):
 
 @pytest.mark.parametrize(
     ("key", "value", "what"),
-    [("hidden_size", 48, "hidden size (`hidden_size`): 32"), ("num_hidden_layers", 2, "layer count (`num_hidden_layers`): 3")],
+    [
+        ("hidden_size", 48, "hidden size (`hidden_size`): 32"),
+        ("num_hidden_layers", 2, "layer count (`num_hidden_layers`): 3"),
+    ],
 )
 def test_size_mismatch_in_config(family, tmp_path, key, value, what):
     base, experts = family
@@ -274,7 +277,9 @@ def test_shared_storage_state_dicts_merge_and_save(tmp_path):
     assert state["lm_head.weight"].data_ptr() == state["transformer.wte.weight"].data_ptr()
     merged = merge_state_dicts("task_arithmetic", base, experts)
     b = base.state_dict()
-    want = b["transformer.wte.weight"] + sum(e.state_dict()["transformer.wte.weight"] - b["transformer.wte.weight"] for e in experts)
+    want = b["transformer.wte.weight"] + sum(
+        e.state_dict()["transformer.wte.weight"] - b["transformer.wte.weight"] for e in experts
+    )
     torch.testing.assert_close(merged["transformer.wte.weight"], want)
     torch.testing.assert_close(merged["lm_head.weight"], want)
     save_file({k: v.contiguous() for k, v in merged.items()}, str(tmp_path / "m.safetensors"))  # no shared storage
@@ -341,7 +346,9 @@ def test_missing_model_folder_end_to_end(family, tmp_path):
 
 def test_mixed_dtypes_warn_and_merge_in_fp32(family, tmp_path):
     base, experts = family
-    half = variant(experts[0], tmp_path / "half", edit=lambda s: s.update({k: v.to(torch.bfloat16) for k, v in s.items()}))
+    half = variant(
+        experts[0], tmp_path / "half", edit=lambda s: s.update({k: v.to(torch.bfloat16) for k, v in s.items()})
+    )
     path = recipe(tmp_path / "r.yaml", "linear", [half, experts[1]])
     assert "inputs mix dtypes (bfloat16, float32)" in validate_recipe(path)
     out = graft_merge(path, tmp_path / "out", progress=False)
@@ -382,7 +389,9 @@ QUANT_CONFIGS = {
 @pytest.mark.parametrize("kind", sorted(QUANT_CONFIGS))
 def test_quantized_config_is_refused(family, tmp_path, kind):
     base, experts = family
-    q = variant(experts[0], tmp_path / "q", config_edit=lambda c: c.update({"quantization_config": QUANT_CONFIGS[kind]}))
+    q = variant(
+        experts[0], tmp_path / "q", config_edit=lambda c: c.update({"quantization_config": QUANT_CONFIGS[kind]})
+    )
     with pytest.raises(CheckpointError) as err:
         validate_recipe(recipe(tmp_path / "r.yaml", "ties", [q], base))
     assert f"is a {kind} quantized checkpoint" in str(err.value) and str(q) in str(err.value)
@@ -392,9 +401,16 @@ def test_quantized_config_is_refused(family, tmp_path, kind):
 @pytest.mark.parametrize(
     ("kind", "edit"),
     [
-        ("GPTQ", lambda s: s.update({"model.layers.0.mlp.qweight": torch.zeros(4, 8, dtype=torch.int32),
-                                     "model.layers.0.mlp.qzeros": torch.zeros(1, 8, dtype=torch.int32),
-                                     "model.layers.0.mlp.g_idx": torch.zeros(32, dtype=torch.int32)})),
+        (
+            "GPTQ",
+            lambda s: s.update(
+                {
+                    "model.layers.0.mlp.qweight": torch.zeros(4, 8, dtype=torch.int32),
+                    "model.layers.0.mlp.qzeros": torch.zeros(1, 8, dtype=torch.int32),
+                    "model.layers.0.mlp.g_idx": torch.zeros(32, dtype=torch.int32),
+                }
+            ),
+        ),
         ("AWQ", lambda s: s.update({"model.layers.0.mlp.qweight": torch.zeros(4, 8, dtype=torch.int32)})),
         ("FP8", lambda s: s.update({Q0: s[Q0].to(torch.float8_e4m3fn)})),
         ("bitsandbytes", lambda s: s.update({Q0 + ".absmax": torch.ones(4)})),

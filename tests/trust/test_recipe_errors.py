@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import save_family
 
 from graftkit.errors import GraftError, RecipeError
 from graftkit.merge.recipe import parse_recipe
 from graftkit.merge.report import validate_recipe
 from graftkit.merge.validate import resolve_recipe
-from tests.conftest import save_family
 
 
 def check(data: dict):
@@ -121,7 +121,10 @@ def test_infinite_values_are_refused(value):
 
 
 def test_slerp_t_outside_unit_interval():
-    refused({"merge_method": "slerp", "models": [{"model": "a"}, {"model": "b"}], "parameters": {"t": 1.2}}, "`parameters.t`")
+    refused(
+        {"merge_method": "slerp", "models": [{"model": "a"}, {"model": "b"}], "parameters": {"t": 1.2}},
+        "`parameters.t`",
+    )
 
 
 def test_wrong_type_with_a_cross_parameter_rule_is_reported_not_crashed():
@@ -193,7 +196,10 @@ def test_per_layer_list_longer_than_the_model(family, tmp_path):
     data = {
         "merge_method": "ties",
         "base_model": str(base),
-        "models": [{"model": str(experts[0]), "parameters": {"weight": [1, 0.9, 0.8, 0.7, 0.6]}}, {"model": str(experts[1])}],
+        "models": [
+            {"model": str(experts[0]), "parameters": {"weight": [1, 0.9, 0.8, 0.7, 0.6]}},
+            {"model": str(experts[1])},
+        ],
         "parameters": {"density": [{"filter": "mlp", "value": [0.1, 0.2, 0.3, 0.4]}, {"value": 0.5}]},
     }
     with pytest.raises(RecipeError) as err:

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tests.conftest import save_family
 
 from graftkit.errors import CheckpointError, RecipeError
 from graftkit.merge.recipe import parse_recipe
 from graftkit.merge.report import validate_recipe
-from tests.conftest import save_family
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "graftkit"
 GRAFT = Path(sys.executable).with_name("graft")
@@ -137,7 +137,9 @@ def test_yaml_is_loaded_safely():
         assert not re.search(r"yaml\.(load|unsafe_load|full_load)\(", text), path
 
 
-@pytest.mark.parametrize("name", ["$(touch {sentinel})", "`touch {sentinel}`", "x; touch {sentinel}", "x | touch {sentinel}"])
+@pytest.mark.parametrize(
+    "name", ["$(touch {sentinel})", "`touch {sentinel}`", "x; touch {sentinel}", "x | touch {sentinel}"]
+)
 def test_shell_syntax_in_a_model_path_is_just_a_missing_folder(family, tmp_path, name):
     base, _ = family
     sentinel = tmp_path / "pwned"

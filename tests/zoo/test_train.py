@@ -59,9 +59,7 @@ def test_example_labels_cover_answer_and_eos_only(tok):
 
 
 def test_batches_are_functions_of_seed_and_step(tok):
-    assert draw_examples(["addition", "reversal"], 8, 0, 3) == draw_examples(
-        ["addition", "reversal"], 8, 0, 3
-    )
+    assert draw_examples(["addition", "reversal"], 8, 0, 3) == draw_examples(["addition", "reversal"], 8, 0, 3)
     assert draw_examples(["addition"], 8, 0, 3) != draw_examples(["addition"], 8, 0, 4)
     a, b = text_batch(tok, 2, 16, 0, 5), text_batch(tok, 2, 16, 0, 5)
     assert torch.equal(a["input_ids"], b["input_ids"]) and a["input_ids"].shape == (2, 16)
@@ -106,9 +104,7 @@ def test_killed_run_resumes_from_checkpoint(tok, tmp_path):
         return batch_at(step)
 
     with pytest.raises(KeyboardInterrupt):
-        train_loop(
-            new_model("xs", tok), dies_at_8, cfg, work_dir=tmp_path, checkpoint_every=5, progress=False
-        )
+        train_loop(new_model("xs", tok), dies_at_8, cfg, work_dir=tmp_path, checkpoint_every=5, progress=False)
     assert (tmp_path / train.CHECKPOINT).exists()
     resumed = new_model("xs", tok)
     stats = train_loop(resumed, batch_at, cfg, work_dir=tmp_path, checkpoint_every=5, progress=False)
@@ -122,9 +118,7 @@ def test_outputs_load_with_auto_classes(base_dir):
         assert (base_dir / f).exists(), f
     info = json.loads((base_dir / "training.json").read_text())
     assert info["stage"] == "pretrain" and info["preset"] == "xs" and info["config"]["steps"] == 6
-    assert info["params"] == sum(
-        p.numel() for p in AutoModelForCausalLM.from_pretrained(base_dir).parameters()
-    )
+    assert info["params"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(base_dir).parameters())
     assert AutoTokenizer.from_pretrained(base_dir)("ab")["input_ids"] == [1, 3, 4]
 
 

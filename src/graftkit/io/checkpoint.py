@@ -9,6 +9,7 @@ many tensors of one file at once through the same cached descriptor.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import threading
 from pathlib import Path
@@ -133,6 +134,29 @@ class Checkpoint:
             buf = out.reshape(-1).view(torch.uint8)  # (nbytes,) view of out's memory
             _pread_into(self._fd(info.file), buf.numpy(), info.offset, info)
         return out
+
+    def read_mapped(self, name: str) -> torch.Tensor:
+        """Map one tensor's bytes from the page cache without copying them (copy-on-write).
+
+        Faster than :meth:`read` (no fresh allocation to fill, no copy): pages are mapped as the
+        tensor is used. Writes to the tensor go to private pages, never to the file. The mapping
+        covers this tensor only and is released with the tensor, so memory stays bounded by the
+        tensors alive, not by the file. ``.bin`` checkpoints fall back to :meth:`read`.
+
+        Returns:
+            The tensor, shape ``tensors[name].shape``, in its storage dtype.
+        """
+        info = self.tensors.get(name)
+        if info is None:
+            raise KeyError(f"{self.path}: no tensor named {name!r}")
+        if info.offset < 0 or info.nbytes == 0:
+            return self.read(name)
+        start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(
+            self._fd(info.file), info.offset + info.nbytes - start, offset=start, access=mmap.ACCESS_COPY
+        )
+        flat = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.offset - start)
+        return flat.view(info.dtype).view(info.shape)
 
     def close(self) -> None:
         """Close cached file descriptors and drop memory maps. Reading afterwards is an error."""

@@ -86,8 +86,7 @@ def find_layout(path: Path) -> Layout:
             else " Is it a model folder? Its files may not be downloaded yet."
         )
         raise CheckpointError(
-            f"{path}: no model weights found (looked for {ST_SINGLE}, {ST_INDEX}, {BIN_SINGLE} and "
-            f"{BIN_INDEX}).{hint}"
+            f"{path}: no model weights found (looked for {ST_SINGLE}, {ST_INDEX}, {BIN_SINGLE} and {BIN_INDEX}).{hint}"
         )
     return chosen
 

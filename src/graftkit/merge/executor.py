@@ -165,11 +165,17 @@ def _read_job(plan: MergePlan, job: TensorJob) -> _Inputs:
     resolved = plan.resolved
     uses_base = resolved.spec.needs_base or resolved.recipe.dare is not None or not job.merge
     missing = any(job.name not in plan.experts[i].tensors for i in job.experts)
-    base = plan.base.read(job.name) if plan.base is not None and (uses_base or missing) else None
+    base = _read(plan.base, job.name) if plan.base is not None and (uses_base or missing) else None
     if not job.merge:
-        return _Inputs(job, base if base is not None else plan.experts[0].read(job.name), [])
+        return _Inputs(job, base if base is not None else _read(plan.experts[0], job.name), [])
     experts = []
     for i in job.experts:
         source = plan.experts[i]
-        experts.append(source.read(job.name) if job.name in source.tensors else base)
+        experts.append(_read(source, job.name) if job.name in source.tensors else base)
     return _Inputs(job, base, experts)
+
+
+def _read(source, name: str) -> torch.Tensor:
+    """Zero-copy (memory-mapped, copy-on-write) when the source offers it, else a plain read."""
+    mapped = getattr(source, "read_mapped", None)
+    return mapped(name) if mapped is not None else source.read(name)

@@ -110,9 +110,7 @@ def build_plan(
             other = expert.tensors.get(name)
             if other is None:
                 if on_missing == "error":
-                    problems.append(
-                        f"- tensor `{name}` is in {ref_label} but missing from {expert_labels[i]}"
-                    )
+                    problems.append(f"- tensor `{name}` is in {ref_label} but missing from {expert_labels[i]}")
                     continue
                 missing.setdefault(i, []).append(name)
                 if on_missing == "base" and base is not None:
@@ -158,10 +156,7 @@ def count_layers(config: dict[str, Any] | None, names: Any) -> int:
 
 def _shape_problem(name: str, a: str, shape_a: Any, b: str, shape_b: Any) -> str:
     line = f"- tensor `{name}` has shape {list(shape_a)} in {a} but {list(shape_b)} in {b}"
-    if (
-        any(key in name for key in ("embed", "wte", "lm_head", "word_embeddings"))
-        and shape_a[1:] == shape_b[1:]
-    ):
+    if any(key in name for key in ("embed", "wte", "lm_head", "word_embeddings")) and shape_a[1:] == shape_b[1:]:
         line += (
             f" (vocabulary size {shape_a[0]} vs {shape_b[0]}: the tokenizers differ; resize the embeddings "
             "to one vocabulary, e.g. `model.resize_token_embeddings(n)`, or merge models that share a tokenizer)"
@@ -204,9 +199,7 @@ def _check_extras(reference, experts, labels, ref_label, on_missing, problems, w
 
 
 def _note_dtypes(reference, experts, warnings) -> None:
-    dtypes = {
-        m.dtype for src in (reference, *experts) for m in src.tensors.values() if m.dtype.is_floating_point
-    }
+    dtypes = {m.dtype for src in (reference, *experts) for m in src.tensors.values() if m.dtype.is_floating_point}
     if len(dtypes) > 1:
         names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
         warnings.append(f"inputs mix dtypes ({names}); every tensor is merged in float32.")

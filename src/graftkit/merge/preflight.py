@@ -42,9 +42,7 @@ def check_configs(configs: Sequence[Mapping[str, Any] | None], labels: Sequence[
         for keys, what in CONFIG_KEYS:
             key = next((k for k in keys if k in reference and k in config), None)
             if key is not None and reference[key] != config[key]:
-                problems.append(
-                    f"- {what} (`{key}`): {reference[key]} in {ref_label} but {config[key]} in {label}"
-                )
+                problems.append(f"- {what} (`{key}`): {reference[key]} in {ref_label} but {config[key]} in {label}")
     if problems:
         raise CheckpointError(
             "The models do not share an architecture, so their weights cannot be merged:\n"

@@ -192,11 +192,7 @@ def _unknown_field_hint(loc: tuple[Any, ...]) -> str:
         where = _param_place(name)
         return (
             f"unknown top-level field `{name}`. "
-            + (
-                f"`{name}` is a method parameter: {where}; "
-                if where
-                else "Method parameters go under `parameters:`; "
-            )
+            + (f"`{name}` is a method parameter: {where}; " if where else "Method parameters go under `parameters:`; ")
             + "valid fields are "
             + ", ".join(Recipe.model_fields)
             + "."

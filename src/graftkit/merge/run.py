@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from graftkit.errors import CheckpointError, GraftError, OutputExistsError
 from graftkit.merge.plan import MergePlan, build_plan
+from graftkit.merge.preflight import check_output_path
 from graftkit.merge.recipe import Recipe
 from graftkit.merge.validate import resolve_recipe
 
@@ -62,6 +63,7 @@ def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
     if options.seed is not None:
         recipe = recipe.model_copy(update={"seed": options.seed})
     resolved = resolve_recipe(recipe)
+    check_output_path(out, ([recipe.base_model] if recipe.base_model else []) + resolved.expert_paths)
     if out.exists() and not options.overwrite:
         raise OutputExistsError(f"Output folder {str(out)!r} already exists; pass --overwrite to replace it.")
     threads = torch.get_num_threads()

@@ -50,8 +50,7 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
     problems: list[str] = []
     global_params = _apply_alias(dict(recipe.parameters), "parameters", problems)
     experts = [
-        _apply_alias(dict(m.parameters), f"models[{i}].parameters", problems)
-        for i, m in enumerate(recipe.models)
+        _apply_alias(dict(m.parameters), f"models[{i}].parameters", problems) for i, m in enumerate(recipe.models)
     ]
     translate(spec, global_params, experts, problems)
     _check_structure(recipe, spec, problems)
@@ -61,11 +60,7 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
         _check_names(params, f"models[{i}].parameters", known, spec, problems, per_expert_place=True)
     resolved_global = {p.name: global_params.get(p.name, p.default) for p in spec.params if not p.per_expert}
     resolved_experts = [
-        {
-            p.name: params.get(p.name, global_params.get(p.name, p.default))
-            for p in known.values()
-            if p.per_expert
-        }
+        {p.name: params.get(p.name, global_params.get(p.name, p.default)) for p in known.values() if p.per_expert}
         for params in experts
     ]
     _check_weight_sum(spec, resolved_global, resolved_experts, problems)
@@ -108,18 +103,12 @@ def _apply_alias(params: dict[str, Any], where: str, problems: list[str]) -> dic
 def _check_structure(recipe: Recipe, spec: MethodSpec, problems: list[str]) -> None:
     n = len(recipe.models)
     if spec.needs_base and recipe.base_model is None:
-        problems.append(
-            f"- `base_model`: `{spec.name}` combines task vectors (expert − base); name the base model."
-        )
+        problems.append(f"- `base_model`: `{spec.name}` combines task vectors (expert − base); name the base model.")
     if recipe.dare is not None:
         if not spec.accepts_dare:
-            problems.append(
-                f"- `dare`: the DARE pre-step cannot be combined with `{spec.name}`; remove `dare:`."
-            )
+            problems.append(f"- `dare`: the DARE pre-step cannot be combined with `{spec.name}`; remove `dare:`.")
         elif recipe.base_model is None:
-            problems.append(
-                "- `dare`: the DARE pre-step drops entries of expert − base; name a `base_model`."
-            )
+            problems.append("- `dare`: the DARE pre-step drops entries of expert − base; name a `base_model`.")
     if recipe.on_missing == "base" and recipe.base_model is None:
         problems.append(
             "- `on_missing: base` fills missing tensors from the base model, but the recipe has no "
@@ -148,9 +137,7 @@ def _check_names(
             close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
             hint = f" Did you mean `{close[0]}`?" if close else ""
             valid = ", ".join(sorted(known))
-            problems.append(
-                f"- `{where}.{name}`: `{spec.name}` has no parameter `{name}`.{hint} Valid: {valid}."
-            )
+            problems.append(f"- `{where}.{name}`: `{spec.name}` has no parameter `{name}`.{hint} Valid: {valid}.")
             continue
         if per_expert_place and not param.per_expert:
             problems.append(
@@ -168,11 +155,7 @@ def _check_value(param: ParamSpec, value: Any, where: str, problems: list[str]) 
     if structured and not value:
         problems.append(f"- `{where}`: an empty list; give a number or a non-empty list.")
         return
-    if (
-        structured
-        and isinstance(value[0], FilterValue)
-        and not all(isinstance(v, FilterValue) for v in value)
-    ):
+    if structured and isinstance(value[0], FilterValue) and not all(isinstance(v, FilterValue) for v in value):
         problems.append(f"- `{where}`: mixes numbers and {{filter, value}} entries; use one form.")
         return
     for scalar in scalars_in(value):

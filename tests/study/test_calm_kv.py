@@ -1,0 +1,92 @@
+"""The CALM key-value study end to end on tiny settings, and the invariants its data and baselines keep."""
+
+import json
+
+import pytest
+
+from graftkit.study.calm_kv import (
+    EVAL_SETS,
+    CalmKVSettings,
+    composition_rows,
+    keys_in,
+    load_settings,
+    run_study,
+    study_tasks,
+)
+from graftkit.study.calm_kv_report import ABLATIONS, ablation_rows, render, table1_rows
+from graftkit.zoo.cache import Cache
+from graftkit.zoo.tasks import KVTable
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calm_kv_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRAFTKIT_CACHE", str(root))
+        first = run_study(CalmKVSettings.quick())
+        again = run_study(CalmKVSettings.quick())  # every stage is now a cache hit
+    return first, again, root
+
+
+def test_quick_study_produces_every_row_and_dataset(quick_result):
+    result, _, _ = quick_result
+    for row in ("m_A", "m_B", *ABLATIONS):
+        assert set(result["scores"][row]) == set(EVAL_SETS)
+        assert all(0.0 <= v <= 100.0 for v in result["scores"][row].values())
+    assert len(table1_rows(result)) == 5
+    assert [r[0] for r in ablation_rows(result)] == list(ABLATIONS)
+    assert {"CALM, random m_A", "CALM, text-only m_A", "CALM, encoder mode", "LoRA on m_B"} <= set(result["scores"])
+    render(result)  # renders without error
+    json.dumps(result)  # the raw result is JSON-able
+
+
+def test_rerun_reuses_the_cache(quick_result):
+    first, again, root = quick_result
+    assert again["scores"] == first["scores"]
+    assert again["paths"] == first["paths"]
+    assert all(str(root) in p for p in first["paths"].values())  # GRAFTKIT_CACHE was honoured
+
+
+def test_lora_baseline_matches_the_bridge_size(quick_result):
+    params = quick_result[0]["params"]
+    assert abs(params["lora_trainable"] - params["bridge"]) <= 0.25 * params["bridge"]
+
+
+def test_composition_data_uses_only_the_20_percent_keys():
+    settings = CalmKVSettings.quick()
+    table = KVTable(settings.kv())
+    rows = composition_rows(settings)
+    assert len(rows) == settings.n_composition
+    used = {k for r in rows for k in keys_in(r["prompt"])}
+    assert used and used <= set(table.train_keys)
+    assert not used & set(table.other_keys)
+    # and the held-out evaluation set uses only the other 80%
+    held_out = study_tasks(settings)["kv_arithmetic_k80"].examples("test", 20)
+    assert {k for e in held_out for k in keys_in(e.prompt)} <= set(table.other_keys)
+
+
+def test_composition_data_is_disjoint_from_the_test_prompts():
+    settings = CalmKVSettings.quick()
+    train = {r["prompt"] for r in composition_rows(settings)}
+    test = study_tasks(settings)["kv_arithmetic"].examples("test", 50)
+    assert not train & {e.prompt for e in test}
+
+
+def test_overrides_parse_into_the_settings():
+    settings = load_settings(quick=True, overrides=["bridge.steps=7", "n_eval=3", "anchor_preset=s"])
+    assert (settings.bridge.steps, settings.n_eval, settings.anchor_preset) == (7, 3, "s")
+    with pytest.raises(Exception, match="nope"):
+        load_settings(overrides=["nope=1"])
+
+
+def test_bridge_data_file_is_the_composition_rows(quick_result):
+    result = quick_result[0]
+    from pathlib import Path
+
+    stored = [json.loads(line) for line in (Path(result["paths"]["CALM"]) / "composition.jsonl").open()]
+    assert stored == composition_rows(CalmKVSettings.quick())
+
+
+def test_cache_root_is_the_env_var(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAFTKIT_CACHE", str(tmp_path))
+    assert Cache().root == tmp_path
