@@ -90,3 +90,16 @@ def test_bridge_data_file_is_the_composition_rows(quick_result):
 def test_cache_root_is_the_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAFTKIT_CACHE", str(tmp_path))
     assert Cache().root == tmp_path
+
+
+def test_cli_prints_the_tables_and_writes_json(quick_result, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from graftkit.study.cli import app
+
+    monkeypatch.setenv("GRAFTKIT_CACHE", str(quick_result[2]))  # the fixture's cache: every stage is a hit
+    out = tmp_path / "r.json"
+    run = CliRunner().invoke(app, ["calm-kv", "--quick", "--json", str(out), "n_eval=6"])
+    assert run.exit_code == 0, run.output
+    assert "KV-Substitution" in run.output and "LoRA on m_B" in run.output
+    assert json.loads(out.read_text())["scores"] == quick_result[0]["scores"]

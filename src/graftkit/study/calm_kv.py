@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +58,16 @@ class CalmKVSettings(BaseModel):
     n_keys: int = Field(80, ge=5)
     max_value: int = Field(99, ge=5)
     min_terms: int = Field(2, ge=2)
-    max_terms: int = Field(3, ge=2)
+    max_terms: int = Field(2, ge=2)
     ops: str = "+-"
     train_fraction: float = Field(0.2, gt=0, lt=1)
     instruction: str = "kv"
 
     augment_preset: str = "xs"
     anchor_preset: str = "s"
-    augment_train: TrainConfig = TrainConfig(steps=1600, batch_size=32, seq_len=48, lr=3e-3, warmup_steps=80)
+    augment_train: TrainConfig = TrainConfig(steps=1200, batch_size=32, seq_len=48, lr=3e-3, warmup_steps=60)
     anchor_train: TrainConfig = TrainConfig(steps=3000, batch_size=32, seq_len=48, lr=2e-3, warmup_steps=150)
-    untrained_train: TrainConfig = TrainConfig(steps=1600, batch_size=32, seq_len=48, lr=3e-3, warmup_steps=80)
+    untrained_train: TrainConfig = TrainConfig(steps=1200, batch_size=32, seq_len=48, lr=3e-3, warmup_steps=60)
     """Pre-training (zoo text, no keys) of the same-size ``m_A`` of ablation (b)."""
 
     connections: tuple[Connection, ...] = (
@@ -281,6 +281,67 @@ def _seconds(folder: Path) -> float:
     return 0.0
 
 
+def _entry(cache: Cache, say: Log) -> Callable[[str, dict[str, Any], Callable[[Path, Path], object]], Path]:
+    def entry(stage: str, inputs: dict[str, Any], fn: Callable[[Path, Path], object]) -> Path:
+        hit = cache.get(stage, inputs)
+        path = hit or cache.build(stage, inputs, fn)
+        say(f"{stage}: {'cached' if hit else 'built'} in {_seconds(path)} s -> {path}")
+        return path
+
+    return entry
+
+
+def build_models(
+    settings: CalmKVSettings, cache: Cache, say: Log, only: Sequence[str] | None = None
+) -> dict[str, Path]:
+    """The four frozen models (``m_A``, ``m_B`` and the two replacement ``m_A``), built or from the cache.
+
+    ``only`` builds a subset (e.g. ``["m_B"]`` in a second process, to use a second core).
+    """
+    from graftkit.zoo import train
+
+    tasks = study_tasks(settings)
+    kv = settings.kv().__dict__
+    build = _entry(cache, say)
+
+    def entry(stage: str, inputs: dict[str, Any], fn: Callable[[Path, Path], object], label: str) -> Path | None:
+        return build(stage, inputs, fn) if only is None or label in only else None
+    paths: dict[str, Path | None] = {}
+    paths["m_A"] = entry(
+        "calm-kv-augment",
+        {"preset": settings.augment_preset, "config": settings.augment_train, "kv": kv,
+         "task": "kv_substitution", "instruction": settings.instruction},
+        lambda out, work: _train_on_task(
+            settings.augment_preset, tasks["kv_substitution"], settings.augment_train, out, work
+        ),
+        "m_A",
+    )
+    paths["m_B"] = entry(
+        "calm-kv-anchor",
+        {"preset": settings.anchor_preset, "config": settings.anchor_train, "kv": kv,
+         "task": "numeric_arithmetic", "instruction": settings.instruction},
+        lambda out, work: _train_on_task(
+            settings.anchor_preset, tasks["numeric_arithmetic"], settings.anchor_train, out, work
+        ),
+        "m_B",
+    )
+    paths["m_A random"] = entry(
+        "calm-kv-random",
+        {"preset": settings.augment_preset, "seed": settings.seed + 1},
+        lambda out, work: _random_model(settings.augment_preset, settings.seed + 1, out, work),
+        "m_A random",
+    )
+    paths["m_A text-only"] = entry(
+        "pretrain",  # the zoo's own pre-training stage: shared with any zoo using the same inputs
+        {"preset": settings.augment_preset, "config": settings.untrained_train, "families": ["pretrain_text"]},
+        lambda out, work: train.pretrain(
+            settings.augment_preset, settings.untrained_train, out, work_dir=work, progress=False, device="cpu"
+        ),
+        "m_A text-only",
+    )
+    return {k: v for k, v in paths.items() if v is not None}
+
+
 def run_study(
     settings: CalmKVSettings | None = None, *, cache: Cache | None = None, log: Log | None = None
 ) -> dict[str, Any]:
@@ -295,47 +356,16 @@ def run_study(
     settings = settings or CalmKVSettings()
     cache = cache or Cache()
     say = log or (lambda line: None)
-    threads = torch.get_num_threads()
+    from transformers.utils import logging as hf_logging
+
+    threads, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
     torch.set_num_threads(settings.threads)
+    hf_logging.disable_progress_bar()  # per-file load bars are noise for models this small
     try:
         tasks = study_tasks(settings)
         kv = settings.kv().__dict__
-
-        def entry(stage: str, inputs: dict[str, Any], fn: Callable[[Path, Path], object]) -> Path:
-            hit = cache.get(stage, inputs)
-            path = hit or cache.build(stage, inputs, fn)
-            say(f"{stage}: {'cached' if hit else 'built'} in {_seconds(path)} s -> {path}")
-            return path
-
-        paths: dict[str, Path] = {}
-        paths["m_A"] = entry(
-            "calm-kv-augment",
-            {"preset": settings.augment_preset, "config": settings.augment_train, "kv": kv,
-             "task": "kv_substitution", "instruction": settings.instruction},
-            lambda out, work: _train_on_task(
-                settings.augment_preset, tasks["kv_substitution"], settings.augment_train, out, work
-            ),
-        )
-        paths["m_B"] = entry(
-            "calm-kv-anchor",
-            {"preset": settings.anchor_preset, "config": settings.anchor_train, "kv": kv,
-             "task": "numeric_arithmetic", "instruction": settings.instruction},
-            lambda out, work: _train_on_task(
-                settings.anchor_preset, tasks["numeric_arithmetic"], settings.anchor_train, out, work
-            ),
-        )
-        paths["m_A random"] = entry(
-            "calm-kv-random",
-            {"preset": settings.augment_preset, "seed": settings.seed + 1},
-            lambda out, work: _random_model(settings.augment_preset, settings.seed + 1, out, work),
-        )
-        paths["m_A text-only"] = entry(
-            "pretrain",  # the zoo's own pre-training stage: shared with any zoo using the same inputs
-            {"preset": settings.augment_preset, "config": settings.untrained_train, "families": ["pretrain_text"]},
-            lambda out, work: train.pretrain(
-                settings.augment_preset, settings.untrained_train, out, work_dir=work, progress=False, device="cpu"
-            ),
-        )
+        entry = _entry(cache, say)
+        paths = build_models(settings, cache, say)
         anchor_hash = weights_hash(paths["m_B"])
         bridge_inputs = {
             "bridge": settings.bridge, "connections": [c.model_dump() for c in settings.connections],
@@ -411,3 +441,5 @@ def run_study(
         }
     finally:
         torch.set_num_threads(threads)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -74,3 +74,23 @@ def save_json(result: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Both tables, parameter counts and stage times as Markdown (pasted into ``docs/results/calm_kv.md``)."""
+    params, seconds = result["params"], result["seconds"]
+    lines = [
+        f"Exact match %, n={result['n_eval']} test examples per dataset.",
+        "",
+        markdown_table(TABLE1_HEAD, table1_rows(result)),
+        "",
+        markdown_table(ABLATION_HEAD, ablation_rows(result)),
+        "",
+        f"- m_A: {params['m_A']:,} parameters; m_B: {params['m_B']:,}.",
+        f"- Bridge: {params['bridge']:,} parameters ({params['bridge_percent_of_anchor']}% of m_B); "
+        f"LoRA rank {params['lora_rank']}: {params['lora_trainable']:,} trainable parameters.",
+        "- Seconds per stage (wall clock, as recorded when the stage was built): "
+        + ", ".join(f"{k} {v}" for k, v in seconds.items())
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"

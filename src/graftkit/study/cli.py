@@ -10,6 +10,11 @@ import typer
 app = typer.Typer(help="Reproduce paper experiments on the zoo's models.", no_args_is_help=True)
 
 
+@app.callback()
+def study() -> None:
+    """Reproduce paper experiments on the zoo's models."""
+
+
 @app.command("calm-kv")
 def calm_kv(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings, e.g. bridge.steps=800")] = None,

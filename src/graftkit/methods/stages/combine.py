@@ -44,10 +44,15 @@ def elect_sign(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> torc
     Returns:
         (S) bool tensor, True where the elected sign is +1.
     """
+    return _weighted_total(deltas, weights) >= 0
+
+
+def _weighted_total(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """``Σ_i w_i d̂_i`` in a new (S) tensor."""
     total = torch.zeros_like(deltas[0])  # (S)
     for d, w in zip(deltas, weights, strict=True):
         total.add_(d, alpha=w)
-    return total >= 0
+    return total
 
 
 def disjoint_mean(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
@@ -64,15 +69,19 @@ def disjoint_mean(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> t
     Returns:
         (S) float32 tensor ``m``.
     """
-    sign = elect_sign(deltas, weights).float().mul_(2).sub_(1)  # (S) elected sign, ±1
+    sign = _weighted_total(deltas, weights).ge_(0).mul_(2).sub_(1)  # (S) elected sign ±1, in place
     num = torch.zeros_like(deltas[0])  # (S) Σ_{i∈A} w_i |d̂_i|
     den = torch.zeros_like(deltas[0])  # (S) Σ_{i∈A} w_i
+    member = torch.empty_like(deltas[0])  # (S) scratch: 1.0 where expert i ∈ A, else 0.0
     for d, w in zip(deltas, weights, strict=True):
         # d·s > 0 exactly where expert i agrees; clamping keeps |d̂_i| there and 0 elsewhere.
         agreeing = d.mul_(sign).clamp_(min=0.0)  # (S), in place
         num.add_(agreeing, alpha=w)
-        den.add_(agreeing > 0, alpha=w)
+        den.add_(torch.sign(agreeing, out=member), alpha=w)
     num.mul_(sign)  # sign flips are exact, so this equals Σ_{i∈A} w_i d̂_i
+    if all(w > 0 for w in weights):
+        # den is 0 exactly where A is empty, and there num is 0 too: any positive floor gives 0.
+        return num.div_(den.clamp_(min=torch.finfo(den.dtype).tiny))
     empty = den == 0
     return num.div_(den.masked_fill_(empty, 1.0)).masked_fill_(empty, 0.0)
 

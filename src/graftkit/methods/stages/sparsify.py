@@ -72,6 +72,12 @@ def top_magnitude_mask(a: torch.Tensor, k: int) -> torch.Tensor:
     return mask
 
 
+def _check_rescale(d: torch.Tensor, rescale: str) -> torch.Tensor:
+    if rescale != "none":
+        raise ValueError(f"rescale must be paper, none or l1, got {rescale!r}")
+    return d
+
+
 def _apply(d: torch.Tensor, keep: torch.Tensor, density: float, rescale: str) -> torch.Tensor:
     """Zero ``d`` outside ``keep`` (in place) and rescale what is kept."""
     l1 = d.abs().sum() if rescale == "l1" else None
@@ -102,7 +108,18 @@ def magnitude(d: torch.Tensor, *, density: float, rescale: str = "none") -> torc
     k = keep_count(density, n)
     if k >= n:
         return d
-    keep = top_magnitude_mask(d.abs().view(-1), k).view(d.shape)
+    magnitudes = d.abs()  # (S)
+    flat = magnitudes.view(-1)
+    cutoff = kth_largest(flat, k)
+    if cutoff > 0 and rescale != "l1":
+        tied = (flat == cutoff).nonzero().squeeze(1)  # ascending indices of entries at the cutoff
+        keep = magnitudes.ge_(cutoff)  # (S) 1.0 / 0.0, in place
+        excess = int(torch.count_nonzero(keep)) - k
+        if excess > 0:  # ties at the cutoff: the lower indices stay, the last `excess` go
+            keep.view(-1)[tied[tied.numel() - excess :]] = 0.0
+        d.mul_(keep)
+        return d.div_(density) if rescale == "paper" else _check_rescale(d, rescale)
+    keep = top_magnitude_mask(magnitudes.view(-1), k).view(d.shape)
     return _apply(d, keep, density, rescale)
 
 
@@ -120,8 +137,12 @@ def dare(d: torch.Tensor, *, density: float, seed: int, rescale: str = "paper") 
     """
     if density >= 1:
         return d
-    keep = uniform(d.shape, seed, stream="dare", device=d.device) < density
-    return _apply(d, keep, density, rescale)
+    if rescale == "l1":
+        keep = uniform(d.shape, seed, stream="dare", device=d.device) < density
+        return _apply(d, keep, density, rescale)
+    keep = uniform(d.shape, seed, stream="dare", device=d.device).lt_(density)  # (S) 1.0 kept / 0.0, in place
+    d.mul_(keep)
+    return d.div_(density) if rescale == "paper" else _check_rescale(d, rescale)
 
 
 def breadcrumbs(d: torch.Tensor, *, density: float, gamma: float) -> torch.Tensor:
