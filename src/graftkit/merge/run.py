@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Iterator
@@ -75,7 +76,16 @@ def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
                 log.warning(warning)
             check_disk_space(plan, out)
             with atomic_output(out, overwrite=options.overwrite, resumable=True, resume=options.resume) as tmp:
-                write_merge(plan, tmp, options)
+                try:
+                    write_merge(plan, tmp, options)
+                except OSError as err:
+                    if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    raise GraftError(
+                        f"The disk under {out.parent} filled up while writing the merged model "
+                        f"({plan.total_out_bytes / 1e9:.2f} GB needed); the partial output was removed and "
+                        f"nothing was written to {out}. Free space and run the merge again."
+                    ) from None
     finally:
         torch.set_num_threads(threads)
     return out

@@ -66,7 +66,7 @@ class CalmKVSettings(BaseModel):
     augment_preset: str = "xs"
     anchor_preset: str = "s"
     augment_train: TrainConfig = TrainConfig(steps=1200, batch_size=32, seq_len=48, lr=3e-3, warmup_steps=60)
-    anchor_train: TrainConfig = TrainConfig(steps=3000, batch_size=32, seq_len=48, lr=2e-3, warmup_steps=150)
+    anchor_train: TrainConfig = TrainConfig(steps=2000, batch_size=32, seq_len=48, lr=2e-3, warmup_steps=100)
     untrained_train: TrainConfig = TrainConfig(steps=1200, batch_size=32, seq_len=48, lr=3e-3, warmup_steps=60)
     """Pre-training (zoo text, no keys) of the same-size ``m_A`` of ablation (b)."""
 
@@ -168,8 +168,16 @@ def _train_on_task(preset: str, task: Any, config: TrainConfig, out: Path, work:
 
     tokenizer = build_tokenizer()
     model = new_model(preset, tokenizer, seed=config.seed)
-    stats = train_loop(model, _task_batches(task, tokenizer, config), config, work_dir=work, progress=False, device="cpu")
-    info = {"stage": "calm-kv", "preset": preset, "task": task.name, "config": config.model_dump(), **stats.model_dump()}
+    stats = train_loop(
+        model, _task_batches(task, tokenizer, config), config, work_dir=work, progress=False, device="cpu"
+    )
+    info = {
+        "stage": "calm-kv",
+        "preset": preset,
+        "task": task.name,
+        "config": config.model_dump(),
+        **stats.model_dump(),
+    }
     save_model(model, tokenizer, out, {**info, "params": sum(p.numel() for p in model.parameters())})
 
 
@@ -306,11 +314,17 @@ def build_models(
 
     def entry(stage: str, inputs: dict[str, Any], fn: Callable[[Path, Path], object], label: str) -> Path | None:
         return build(stage, inputs, fn) if only is None or label in only else None
+
     paths: dict[str, Path | None] = {}
     paths["m_A"] = entry(
         "calm-kv-augment",
-        {"preset": settings.augment_preset, "config": settings.augment_train, "kv": kv,
-         "task": "kv_substitution", "instruction": settings.instruction},
+        {
+            "preset": settings.augment_preset,
+            "config": settings.augment_train,
+            "kv": kv,
+            "task": "kv_substitution",
+            "instruction": settings.instruction,
+        },
         lambda out, work: _train_on_task(
             settings.augment_preset, tasks["kv_substitution"], settings.augment_train, out, work
         ),
@@ -318,8 +332,13 @@ def build_models(
     )
     paths["m_B"] = entry(
         "calm-kv-anchor",
-        {"preset": settings.anchor_preset, "config": settings.anchor_train, "kv": kv,
-         "task": "numeric_arithmetic", "instruction": settings.instruction},
+        {
+            "preset": settings.anchor_preset,
+            "config": settings.anchor_train,
+            "kv": kv,
+            "task": "numeric_arithmetic",
+            "instruction": settings.instruction,
+        },
         lambda out, work: _train_on_task(
             settings.anchor_preset, tasks["numeric_arithmetic"], settings.anchor_train, out, work
         ),
@@ -340,6 +359,56 @@ def build_models(
         "m_A text-only",
     )
     return {k: v for k, v in paths.items() if v is not None}
+
+
+BRIDGES = {"CALM": "m_A", "CALM, random m_A": "m_A random", "CALM, text-only m_A": "m_A text-only"}
+"""Each trained bridge's label → the augment it reads."""
+
+
+def _bridge_inputs(settings: CalmKVSettings, paths: dict[str, Path]) -> dict[str, Any]:
+    """Cache inputs shared by the bridges and the LoRA baseline (same data, steps and anchor)."""
+    return {
+        "bridge": settings.bridge,
+        "connections": [c.model_dump() for c in settings.connections],
+        "kv": settings.kv().__dict__,
+        "instruction": settings.instruction,
+        "n": settings.n_composition,
+        "seed": settings.seed,
+        "max_length": settings.augment_train.seq_len,
+        "anchor": weights_hash(paths["m_B"]),
+    }
+
+
+def build_bridges(
+    settings: CalmKVSettings, cache: Cache, say: Log, paths: dict[str, Path], only: Sequence[str] | None = None
+) -> dict[str, Path]:
+    """The bridges of :data:`BRIDGES` (or the ``only`` ones), built or from the cache."""
+    entry, inputs = _entry(cache, say), _bridge_inputs(settings, paths)
+    return {
+        label: entry(
+            "calm-kv-bridge",
+            {**inputs, "augment": weights_hash(paths[aug])},
+            lambda out, work, a=paths[aug]: _train_bridge(settings, paths["m_B"], a, out, work),
+        )
+        for label, aug in BRIDGES.items()
+        if only is None or label in only
+    }
+
+
+def build_lora(settings: CalmKVSettings, cache: Cache, say: Log, paths: dict[str, Path]) -> Path:
+    """The LoRA baseline on ``m_B``, its rank matched to the bridge's parameter count."""
+    from graftkit.compose.model import compose
+    from graftkit.compose.params import bridge_param_count
+    from graftkit.zoo.train import load_model
+
+    anchor = load_model(paths["m_B"])[0]
+    count = bridge_param_count(compose(anchor, load_model(paths["m_A"])[0], list(settings.connections)))
+    rank = lora_rank(settings, anchor, count.bridge)
+    return _entry(cache, say)(
+        "calm-kv-lora",
+        {**_bridge_inputs(settings, paths), "rank": rank, "targets": list(LORA_TARGETS)},
+        lambda out, work: _train_lora(settings, paths["m_B"], rank, out, work),
+    )
 
 
 def run_study(
@@ -363,34 +432,13 @@ def run_study(
     hf_logging.disable_progress_bar()  # per-file load bars are noise for models this small
     try:
         tasks = study_tasks(settings)
-        kv = settings.kv().__dict__
-        entry = _entry(cache, say)
         paths = build_models(settings, cache, say)
-        anchor_hash = weights_hash(paths["m_B"])
-        bridge_inputs = {
-            "bridge": settings.bridge, "connections": [c.model_dump() for c in settings.connections],
-            "kv": kv, "instruction": settings.instruction, "n": settings.n_composition, "seed": settings.seed,
-            "max_length": settings.augment_train.seq_len, "anchor": anchor_hash,
-        }
-        bridges = {
-            label: entry(
-                "calm-kv-bridge",
-                {**bridge_inputs, "augment": weights_hash(paths[aug])},
-                lambda out, work, a=paths[aug]: _train_bridge(settings, paths["m_B"], a, out, work),
-            )
-            for label, aug in (("CALM", "m_A"), ("CALM, random m_A", "m_A random"),
-                               ("CALM, text-only m_A", "m_A text-only"))
-        }
+        bridges = build_bridges(settings, cache, say, paths)
+        lora_path = build_lora(settings, cache, say, paths)
 
         anchor_model, tokenizer = train.load_model(paths["m_B"])
         composed = load_bridge(bridges["CALM"], anchor=anchor_model, augments=[train.load_model(paths["m_A"])[0]])
         count = bridge_param_count(composed)
-        rank = lora_rank(settings, anchor_model, count.bridge)
-        lora_path = entry(
-            "calm-kv-lora",
-            {**bridge_inputs, "rank": rank, "targets": list(LORA_TARGETS)},
-            lambda out, work: _train_lora(settings, paths["m_B"], rank, out, work),
-        )
         lora_info = json.loads((lora_path / "training.json").read_text())
 
         tests = {name: tasks[name].examples("test", settings.n_eval, seed=settings.seed) for name in EVAL_SETS}
@@ -421,7 +469,7 @@ def run_study(
                 **n_params,
                 "bridge": count.bridge,
                 "bridge_percent_of_anchor": round(count.percent_of_anchor, 2),
-                "lora_rank": rank,
+                "lora_rank": lora_info["rank"],
                 "lora_trainable": lora_info["trainable"],
             },
             "seconds": {

@@ -55,8 +55,11 @@ def render(result: dict[str, Any]) -> Any:
 
     tables = []
     for title, head, rows in (
-        (f"CALM key-value arithmetic, exact match % (n={result['n_eval']} per dataset)", TABLE1_HEAD,
-         table1_rows(result)),
+        (
+            f"CALM key-value arithmetic, exact match % (n={result['n_eval']} per dataset)",
+            TABLE1_HEAD,
+            table1_rows(result),
+        ),
         ("Ablations (paper Table 5 settings), exact match %", ABLATION_HEAD, ablation_rows(result)),
     ):
         table = Table(title=title)
