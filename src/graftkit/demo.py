@@ -17,14 +17,13 @@ DEMO_BASE = "pretrained"
 
 def run_demo(workdir: Path = Path("runs/demo"), *, n: int = 100) -> Path:
     """Run the demo; returns the folder with ``scores.json`` and ``methods.png``."""
+    import torch
     from rich.console import Console
 
     from graftkit.study.merge_eval import DEFAULT_SETTINGS, merge_all, score_all, summarise
     from graftkit.study.plots import plot_methods
     from graftkit.zoo.build import build_zoo
     from graftkit.zoo.tasks import tasks_of_kind
-
-    import torch
 
     torch.set_num_threads(1)  # tiny models: one thread is as fast and leaves a core for the rest
     console = Console()

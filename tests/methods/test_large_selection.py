@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from tests.merge.reference import trim
 
 from graftkit.methods.stages.sparsify import kth_largest, magnitude
-from tests.merge.reference import trim
 
 N = (1 << 20) + 4099  # above the size where plain kthvalue is used
 

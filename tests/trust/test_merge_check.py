@@ -3,11 +3,11 @@
 import pytest
 import torch
 import yaml
+from tests.conftest import perturbed
 from typer.testing import CliRunner
 
 from graftkit.cli import app
 from graftkit.errors import GraftError
-from tests.conftest import perturbed
 
 runner = CliRunner()
 
