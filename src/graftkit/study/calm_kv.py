@@ -67,6 +67,8 @@ class CalmKVSettings(BaseModel):
     anchor_preset: str = "s"
     augment_train: TrainConfig = TrainConfig(steps=1200, batch_size=32, seq_len=48, lr=3e-3, warmup_steps=60)
     anchor_train: TrainConfig = TrainConfig(steps=2000, batch_size=32, seq_len=48, lr=2e-3, warmup_steps=100)
+    anchor_pretrain: TrainConfig | None = None
+    """Pre-training of ``m_B`` on zoo text before its arithmetic training (None: arithmetic from scratch)."""
     untrained_train: TrainConfig = TrainConfig(steps=1200, batch_size=32, seq_len=48, lr=3e-3, warmup_steps=60)
     """Pre-training (zoo text, no keys) of the same-size ``m_A`` of ablation (b)."""
 
@@ -183,14 +185,22 @@ def _task_batches(task: Any, tokenizer: Any, config: TrainConfig) -> Callable[[i
 
 
 # -- stages -------------------------------------------------------------------------------------------
-def _train_on_task(preset: str, task: Any, config: TrainConfig, out: Path, work: Path) -> None:
-    """A fresh ``preset`` model trained on one task's examples (answer loss), saved into ``out``."""
+def _train_on_task(
+    preset: str, task: Any, config: TrainConfig, out: Path, work: Path, base: Path | None = None
+) -> None:
+    """A ``preset`` model trained on one task's examples (answer loss), saved into ``out``.
+
+    Starts from the model in ``base`` when given, else from a fresh initialisation.
+    """
     from graftkit.zoo.presets import new_model
     from graftkit.zoo.tokenizer import build_tokenizer
-    from graftkit.zoo.train import save_model, train_loop
+    from graftkit.zoo.train import load_model, save_model, train_loop
 
-    tokenizer = build_tokenizer()
-    model = new_model(preset, tokenizer, seed=config.seed)
+    if base is not None:
+        model, tokenizer = load_model(base)
+    else:
+        tokenizer = build_tokenizer()
+        model = new_model(preset, tokenizer, seed=config.seed)
     stats = train_loop(
         model, _task_batches(task, tokenizer, config), config, work_dir=work, progress=False, device="cpu"
     )
@@ -353,6 +363,16 @@ def build_models(
         ),
         "m_A",
     )
+    base = None
+    if settings.anchor_pretrain is not None and (only is None or "m_B" in only):
+        base = entry(
+            "pretrain",  # the zoo's own pre-training stage: shared with any zoo using the same inputs
+            {"preset": settings.anchor_preset, "config": settings.anchor_pretrain, "families": ["pretrain_text"]},
+            lambda out, work: train.pretrain(
+                settings.anchor_preset, settings.anchor_pretrain, out, work_dir=work, progress=False, device="cpu"
+            ),
+            "m_B",
+        )
     paths["m_B"] = entry(
         "calm-kv-anchor",
         {
@@ -361,9 +381,10 @@ def build_models(
             "kv": kv,
             "task": "numeric_arithmetic",
             "instruction": settings.instruction,
-        },
+        }
+        | ({"base": weights_hash(base)} if base is not None else {}),
         lambda out, work: _train_on_task(
-            settings.anchor_preset, tasks["numeric_arithmetic"], settings.anchor_train, out, work
+            settings.anchor_preset, tasks["numeric_arithmetic"], settings.anchor_train, out, work, base
         ),
         "m_B",
     )

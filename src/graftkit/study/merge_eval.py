@@ -55,22 +55,26 @@ def merge_all(
     outputs = {}
     for setting in settings:
         recipe = setting.recipe(base, experts, seed)
-        outputs[setting.label] = graftkit.merge(
-            recipe, out_dir / setting.label, overwrite=True, progress=False
-        )
+        outputs[setting.label] = graftkit.merge(recipe, out_dir / setting.label, overwrite=True, progress=False)
     return outputs
 
 
 def score_all(
-    models: Mapping[str, Path], tasks: Sequence[str], *, split: str = "test", n: int = 100
+    models: Mapping[str, Path], tasks: Sequence[str], *, split: str = "test", n: int = 100, losses: dict | None = None
 ) -> dict[str, dict[str, float]]:
-    """Exact-match accuracy of each model on each task: ``{label: {task: accuracy}}``."""
+    """Exact-match accuracy of each model on each task: ``{label: {task: accuracy}}``.
+
+    When ``losses`` is a dict it is filled with ``{label: {task: gold-answer NLL per token}}``: a
+    graded signal where exact match is all-or-nothing.
+    """
     from graftkit.evaluate import evaluate_model
 
     table = {}
     for label, path in models.items():
-        scores = evaluate_model(path, tasks, split=split, n=n, with_loss=False, label=label)
+        scores = evaluate_model(path, tasks, split=split, n=n, with_loss=losses is not None, label=label)
         table[label] = {s.task: s.accuracy for s in scores}
+        if losses is not None:
+            losses[label] = {s.task: s.loss for s in scores}
     return table
 
 
