@@ -189,13 +189,13 @@ def test_write_neither_reads_back_nor_keeps_the_tensor(
 
 
 def test_journal_records_finished_tensors(tmp_path: Path) -> None:
-    import hashlib
+    import zlib
 
     sd = {"a": torch.arange(4.0), "b": torch.ones(3).bfloat16()}
     w = ShardedWriter(tmp_path, _entries(sd), 10**6, journal=True)
     w.write("b", sd["b"])
     done = read_journal(tmp_path)
-    assert done == {"b": hashlib.sha256(sd["b"].view(torch.uint8).numpy().tobytes()).hexdigest()}
+    assert done == {"b": f"{zlib.crc32(sd['b'].view(torch.uint8).numpy().tobytes()):08x}"}
     with open(tmp_path / JOURNAL_FILE, "a") as f:
         f.write('{"name": "a", "sha')  # a torn last line is ignored
     assert read_journal(tmp_path) == done

@@ -103,3 +103,15 @@ def test_cli_prints_the_tables_and_writes_json(quick_result, tmp_path, monkeypat
     assert run.exit_code == 0, run.output
     assert "KV-Substitution" in run.output and "LoRA on m_B" in run.output
     assert json.loads(out.read_text())["scores"] == quick_result[0]["scores"]
+
+
+def test_anchor_can_start_from_a_pretrained_base(tmp_path):
+    from graftkit.study.calm_kv import build_models
+
+    settings = load_settings(quick=True, overrides=["anchor_pretrain={steps: 2, batch_size: 2, seq_len: 16}"])
+    lines = []
+    paths = build_models(settings, Cache(tmp_path), lines.append, only=["m_B"])
+    assert set(paths) == {"m_B"}
+    assert lines[0].startswith("pretrain: built") and lines[1].startswith("calm-kv-anchor: built")
+    info = json.loads((paths["m_B"] / "training.json").read_text())
+    assert info["task"] == "numeric_arithmetic"

@@ -39,6 +39,11 @@ def graft(*args, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def resumed(stderr: str) -> list[int]:
+    """How many verified tensors each resumed run reported reusing."""
+    return [int(line.split("resuming: ")[1].split()[0]) for line in stderr.splitlines() if "resuming: " in line]
+
+
 def test_kill_and_resume_gives_identical_bytes(tmp_path):
     base, *experts = make_models(tmp_path)
     recipe = tmp_path / "r.yaml"
@@ -58,27 +63,30 @@ def test_kill_and_resume_gives_identical_bytes(tmp_path):
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
 
     out = tmp_path / "out"
+    journal = tmp_path / ".out.graft-partial" / ".graft-progress.jsonl"
     rng = random.Random(0)
     resumed_counts = []
     for attempt in range(4):
+        # Kill at a random point of the streaming: once `target` more tensors are journaled.
+        already = len(journal.read_text().splitlines()) if journal.exists() else 0
+        target = already + rng.randint(1, 8)
         proc = graft("merge", recipe, "-o", out, "--max-shard-size", "10MB", "--resume")
-        time.sleep(rng.uniform(1.5, 3.0))  # imports take ~1 s; then tensors stream
-        proc.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if journal.exists() and len(journal.read_text().splitlines()) >= target:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
         proc.wait(timeout=30)
-        err = proc.stderr.read()
-        resumed_counts += [
-            int(line.split("resuming: ")[1].split()[0]) for line in err.splitlines() if "resuming: " in line
-        ]
+        resumed_counts += resumed(proc.stderr.read())
         if proc.returncode == 0:  # it finished before the kill: nothing to resume any more
             break
+        assert proc.returncode == -signal.SIGKILL, f"attempt {attempt} failed on its own"
         assert not out.exists(), f"attempt {attempt}: a killed merge left a folder at the output path"
     if not out.exists():
         proc = graft("merge", recipe, "-o", out, "--max-shard-size", "10MB", "--resume")
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
-        err = proc.stderr.read()
-        resumed_counts += [
-            int(line.split("resuming: ")[1].split()[0]) for line in err.splitlines() if "resuming: " in line
-        ]
+        resumed_counts += resumed(proc.stderr.read())
     assert any(count > 0 for count in resumed_counts), "no run ever resumed from verified tensors"
     assert digest(out) == digest(reference)
     assert not list(tmp_path.glob(".out.graft-*"))  # the partial folder is gone once complete

@@ -79,14 +79,14 @@ def merge_one(
     if not job.merge:
         return base if base is not None else experts[0]
     resolved = plan.resolved
-    labels = plan.labels
-    base_f = (
-        _to_compute(base, device, job.name, labels[0])
-        if resolved.spec.needs_base or resolved.recipe.dare
-        else None
-    )
-    offset = 1 if plan.base is not None else 0
-    expert_f = [_to_compute(t, device, job.name, labels[offset + i]) for i, t in zip(job.experts, experts, strict=True)]
+    # Dense methods carry every input entry into the output, so one check of the output finds
+    # any NaN/Inf input; sparsifying ones may drop it, so each input is checked instead.
+    check_inputs = not resolved.spec.dense or resolved.recipe.dare is not None
+    uses_base = resolved.spec.needs_base or resolved.recipe.dare is not None
+    base_f = _to_compute(base, device) if uses_base else None
+    expert_f = [_to_compute(t, device) for t in experts]
+    if check_inputs and (bad := _first_nonfinite(plan, job, base_f, expert_f)) is not None:
+        raise _nonfinite_error(job.name, bad)
     params = {
         name: resolve(value, job.name, plan.n_layers, _default(plan, name))
         for name, value in resolved.global_params.items()
@@ -113,6 +113,8 @@ def merge_one(
         params={**params, **per_expert},
         dare=dare,
     )
+    if not check_inputs and not torch.isfinite(merged.sum()):
+        raise _nonfinite_error(job.name, _first_nonfinite(plan, job, base_f, expert_f))
     return merged.to(device="cpu", dtype=job.out_dtype)
 
 
@@ -121,18 +123,30 @@ def _default(plan: MergePlan, name: str):
     return param.default if param is not None else 1.0
 
 
-def _to_compute(
-    tensor: torch.Tensor | None, device: torch.device, name: str, label: str
-) -> torch.Tensor | None:
-    if tensor is None:
-        return None
-    out = tensor.to(device=device, dtype=torch.float32, non_blocking=True)
-    if not torch.isfinite(out.sum()):
-        raise TensorValueError(
-            f"Tensor `{name}` of {label} holds NaN or Inf values; a merge would spread them. "
-            "Check or re-export that checkpoint."
+def _to_compute(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device=device, dtype=torch.float32, non_blocking=True)
+
+
+def _first_nonfinite(
+    plan: MergePlan, job: TensorJob, base: torch.Tensor | None, experts: list[torch.Tensor]
+) -> str | None:
+    """The label of the first input of ``job`` holding NaN or Inf (``sum`` is one fast pass)."""
+    offset = 1 if plan.base is not None else 0
+    labelled = [(plan.labels[0], base)]
+    labelled += [(plan.labels[offset + i], t) for i, t in zip(job.experts, experts, strict=True)]
+    return next((label for label, t in labelled if t is not None and not torch.isfinite(t.sum())), None)
+
+
+def _nonfinite_error(name: str, label: str | None) -> TensorValueError:
+    if label is None:
+        return TensorValueError(
+            f"Merging tensor `{name}` produced NaN or Inf from finite inputs (overflow?); "
+            "check the recipe's weights and lambda."
         )
-    return out
+    return TensorValueError(
+        f"Tensor `{name}` of {label} holds NaN or Inf values; a merge would spread them. "
+        "Check or re-export that checkpoint."
+    )
 
 
 def _read_ahead(

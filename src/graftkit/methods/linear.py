@@ -51,5 +51,6 @@ METHODS.add(
         params=(NORMALIZE,),
         needs_base=False,
         normalizes_weights=lambda params: bool(params.get("normalize", True)),
+        dense=True,
     ),
 )

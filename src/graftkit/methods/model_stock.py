@@ -77,5 +77,6 @@ METHODS.add(
         paper=JANG,
         needs_base=True,
         min_models=2,
+        dense=True,
     ),
 )

@@ -98,6 +98,9 @@ class MethodSpec:
         randomized: whether it draws random numbers (and so uses ``seeds``).
         normalizes_weights: whether it divides by the sum of weights (a zero sum is an error).
         accepts_dare: whether the generic ``dare`` pre-step may be combined with it.
+        dense: every input entry reaches the output through arithmetic (no entry is dropped),
+            so a NaN/Inf in any input shows in the output: the executor then checks the output
+            alone instead of every input.
         check_params: cross-parameter check on resolved values (each parameter a scalar, or a
             tuple of N for per-expert ones); returns why they are not acceptable, or None.
     """
@@ -113,6 +116,7 @@ class MethodSpec:
     randomized: bool = False
     normalizes_weights: Callable[[dict[str, Any]], bool] = field(default=lambda params: False)
     accepts_dare: bool = True
+    dense: bool = False
     check_params: Callable[[dict[str, Any]], str | None] = field(default=lambda params: None)
 
     def param(self, name: str) -> ParamSpec | None:

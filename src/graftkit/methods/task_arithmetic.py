@@ -81,6 +81,7 @@ METHODS.add(
         summary="add the weighted sum of task vectors (x_i - base), scaled by lambda, to the base",
         paper=ILHARCO,
         params=(LAMBDA,),
+        dense=True,
     ),
 )
 METHODS.add(

@@ -76,7 +76,7 @@ class CalmKVSettings(BaseModel):
         Connection(anchor_layer=0, augment_layer=1),
         Connection(anchor_layer=1, augment_layer=3),
     )
-    bridge: OptimRecipe = OptimRecipe(lr=1e-3, steps=1500, warmup=75, batch_size=32)
+    bridge: OptimRecipe = OptimRecipe(lr=3e-3, steps=1200, warmup=60, batch_size=32)
     n_composition: int = Field(
         4000, ge=1, description="at most this many distinct KV-Arithmetic train examples over the 20% keys"
     )
