@@ -66,3 +66,27 @@ def test_results_do_not_depend_on_thread_count():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, two)
+
+
+def test_blocked_draws_do_not_depend_on_thread_count():
+    import torch
+
+    from graftkit.methods.rng import BLOCK, stream_seed, uniform
+
+    shape = (3, BLOCK + 1000)  # several blocks, the last one partial
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = uniform(shape, 11, stream="dare")
+        torch.set_num_threads(2)
+        two = uniform(shape, 11, stream="dare")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    flat = one.view(-1)
+    # block 0 is the plain stream; the next block is an independent stream, not its continuation
+    plain = torch.rand(BLOCK, generator=torch.Generator().manual_seed(stream_seed(11, "dare")))
+    assert torch.equal(flat[:BLOCK], plain)
+    continued = torch.rand(2 * BLOCK, generator=torch.Generator().manual_seed(stream_seed(11, "dare")))[BLOCK:]
+    assert not torch.equal(flat[BLOCK : 2 * BLOCK], continued)
+    assert 0.49 < float(flat.mean()) < 0.51

@@ -10,10 +10,13 @@ same bytes on CPU and GPU, with 1 or 16 threads, and whichever tensor is merged 
 from __future__ import annotations
 
 import hashlib
+import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 _MASK_63 = (1 << 63) - 1
+BLOCK = 1 << 22  # entries per independently seeded block of draws
 
 
 def _hash63(*parts: object) -> int:
@@ -60,8 +63,26 @@ def uniform(
 
     Returns:
         float32 tensor of ``shape`` on ``device``.
+
+    Large tensors are drawn in blocks of ``BLOCK`` entries, block ``j`` from its own generator
+    seeded by (stream seed, j), filled in parallel: the bytes depend only on the seed and the
+    shape, never on the thread count. Block 0 uses the stream seed itself, so a tensor of at
+    most ``BLOCK`` entries is one plain ``torch.rand`` draw.
     """
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(stream_seed(seed, stream))
-    draws = torch.rand(tuple(shape), generator=gen, dtype=torch.float32)
+    base_seed = stream_seed(seed, stream)
+    flat = torch.empty(math.prod(shape), dtype=torch.float32)  # (n,)
+    starts = range(0, flat.numel(), BLOCK)
+
+    def fill(start: int) -> None:
+        block = start // BLOCK
+        gen = torch.Generator(device="cpu").manual_seed(base_seed if block == 0 else _hash63("block", base_seed, block))
+        torch.rand(flat[start : start + BLOCK].shape, generator=gen, out=flat[start : start + BLOCK])
+
+    if len(starts) <= 1 or torch.get_num_threads() == 1:
+        for start in starts:
+            fill(start)
+    else:
+        with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+            list(pool.map(fill, starts))
+    draws = flat.view(tuple(shape))
     return draws if device is None else draws.to(device)

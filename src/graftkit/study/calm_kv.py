@@ -525,7 +525,12 @@ def run_study(
             "final_loss": {
                 label: round(float(json.loads((paths[label] / "training.json").read_text())["final_loss"]), 4)
                 for label in ("m_A", "m_B", "m_A text-only")
-            },
+            }
+            | {
+                f"bridge: {label}": json.loads((p / "metrics.jsonl").read_text().splitlines()[-1])["train_loss"]
+                for label, p in bridges.items()
+            }
+            | {"LoRA on m_B": lora_info["final_loss"]},
             "n_eval": settings.n_eval,
             "n_examples": {"composition_train": len(composition_rows(settings))}
             | {name: len(examples) for name, examples in tests.items()},

@@ -15,6 +15,7 @@ NAMES = {
     "kv_arithmetic_k80": "KV-Arithmetic (80% held-out keys)",
 }
 MODELS = ("m_A", "m_B", "CALM")
+ABLATION_SETS = ("kv_arithmetic_k80", "kv_arithmetic_k20", "kv_arithmetic", "numeric_arithmetic")
 ABLATIONS = ("CALM", "CALM, random m_A", "CALM, text-only m_A", "CALM, encoder mode", "LoRA on m_B")
 
 
@@ -29,18 +30,18 @@ def table1_rows(result: dict[str, Any]) -> list[list[str]]:
         ours = [_fmt(result["scores"][m][data]) for m in MODELS]
         paper_key = "kv_arithmetic" if data == "kv_arithmetic" else data
         paper = [_fmt(result["paper"][m].get(paper_key)) for m in MODELS]
-        rows.append([NAMES[data], *ours, *paper])
+        rows.append([NAMES[data], str(result["n_examples"][data]), *ours, *paper])
     return rows
 
 
 def ablation_rows(result: dict[str, Any]) -> list[list[str]]:
     """One row per composition variant: KV-Arithmetic on held-out, composition and all keys."""
-    order = ("kv_arithmetic_k80", "kv_arithmetic_k20", "kv_arithmetic", "numeric_arithmetic")
-    return [[label, *(_fmt(result["scores"][label][d]) for d in order)] for label in ABLATIONS]
+    return [[label, *(_fmt(result["scores"][label][d]) for d in ABLATION_SETS)] for label in ABLATIONS]
 
 
-TABLE1_HEAD = ["Dataset", "m_A", "m_B", "CALM", "paper m_A", "paper m_B", "paper CALM"]
+TABLE1_HEAD = ["Dataset", "n", "m_A", "m_B", "CALM", "paper m_A", "paper m_B", "paper CALM"]
 ABLATION_HEAD = ["Variant", "KV-Arith held-out 80%", "KV-Arith 20% keys", "KV-Arith all", "Numeric-Arith"]
+"""Columns of :func:`ablation_rows`, in the order of :data:`ABLATION_SETS`."""
 
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
@@ -83,7 +84,7 @@ def markdown(result: dict[str, Any]) -> str:
     """Both tables, parameter counts and stage times as Markdown (pasted into ``docs/results/calm_kv.md``)."""
     params, seconds = result["params"], result["seconds"]
     lines = [
-        f"Exact match %, n={result['n_eval']} test examples per dataset.",
+        "Exact match %; n: test examples per dataset (the same sets for every row).",
         "",
         markdown_table(TABLE1_HEAD, table1_rows(result)),
         "",
