@@ -315,6 +315,21 @@ def score(model: Any, tokenizer: Any, tests: dict[str, list[Any]], settings: Cal
     return scores
 
 
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    import graftkit
+
+    return {
+        "graftkit": graftkit.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+
+
 def _seconds(folder: Path) -> float:
     for name in ("timing.json", "training.json"):
         if (folder / name).is_file():
@@ -507,6 +522,8 @@ def run_study(
         }
         return {
             "study": "calm_kv",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "versions": _versions(),
             "settings": settings.model_dump(mode="json"),
             "keys": {"n": len(table.values), "train": list(table.train_keys), "held_out": len(table.other_keys)},
             "params": {

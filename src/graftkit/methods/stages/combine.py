@@ -70,14 +70,18 @@ def disjoint_mean(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> t
         (S) float32 tensor ``m``.
     """
     sign = _weighted_total(deltas, weights).ge_(0).mul_(2).sub_(1)  # (S) elected sign ±1, in place
-    num = torch.zeros_like(deltas[0])  # (S) Σ_{i∈A} w_i |d̂_i|
-    den = torch.zeros_like(deltas[0])  # (S) Σ_{i∈A} w_i
-    member = torch.empty_like(deltas[0])  # (S) scratch: 1.0 where expert i ∈ A, else 0.0
+    num: torch.Tensor | None = None  # (S) Σ_{i∈A} w_i |d̂_i|, accumulated in the first delta's storage
+    den: torch.Tensor | None = None  # (S) Σ_{i∈A} w_i
     for d, w in zip(deltas, weights, strict=True):
         # d·s > 0 exactly where expert i agrees; clamping keeps |d̂_i| there and 0 elsewhere.
         agreeing = d.mul_(sign).clamp_(min=0.0)  # (S), in place
-        num.add_(agreeing, alpha=w)
-        den.add_(torch.sign(agreeing, out=member), alpha=w)
+        if num is None:
+            den = torch.sign(agreeing).mul_(w)  # 1.0 where i ∈ A, then × w_i
+            num = agreeing.mul_(w)
+        else:
+            num.add_(agreeing, alpha=w)
+            den.add_(agreeing.sign_(), alpha=w)  # agreeing is no longer needed: reuse it
+    assert num is not None and den is not None
     num.mul_(sign)  # sign flips are exact, so this equals Σ_{i∈A} w_i d̂_i
     if all(w > 0 for w in weights):
         # den is 0 exactly where A is empty, and there num is 0 too: any positive floor gives 0.
