@@ -139,10 +139,12 @@ def demo() -> None:
 def _register_subcommands() -> None:
     from graftkit.compose.cli import app as compose_app
     from graftkit.inspect_cli import check_command, inspect_command
+    from graftkit.study.cli import app as study_app
 
     app.command("inspect")(inspect_command)
     app.command("check")(check_command)
     app.add_typer(compose_app, name="compose", help="CALM bridges between frozen models: train, generate.")
+    app.add_typer(study_app, name="study", help="Reproduce published findings on models trained here.")
 
 
 _register_subcommands()
