@@ -26,9 +26,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 
 
-def llama_shapes(
-    target_gb: float, hidden: int = 2048, inter: int = 5504, vocab: int = 32000
-) -> dict[str, tuple]:
+def llama_shapes(target_gb: float, hidden: int = 2048, inter: int = 5504, vocab: int = 32000) -> dict[str, tuple]:
     """Tensor shapes of a Llama-style model of about ``target_gb`` GB in float32."""
     shapes: dict[str, tuple] = {
         "model.embed_tokens.weight": (vocab, hidden),
@@ -69,9 +67,7 @@ def generate(root: Path, gb: float, experts: int) -> list[Path]:
         gen = torch.Generator().manual_seed(idx)
         state = {}
         for name, shape in shapes.items():
-            base = (
-                torch.randn(shape, generator=torch.Generator().manual_seed(zlib.crc32(name.encode()))) * 0.02
-            )
+            base = torch.randn(shape, generator=torch.Generator().manual_seed(zlib.crc32(name.encode()))) * 0.02
             state[name] = base if idx == 0 else base + 0.001 * torch.randn(shape, generator=gen)
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
         (folder / "config.json").write_text(json.dumps(config))
@@ -87,19 +83,33 @@ def warm(folders: list[Path]) -> None:
 
 
 def child_floor(folders: list[Path], out: Path) -> None:
-    """Read every input tensor once, average, write: the least any merge can do."""
+    """Read every input tensor once, average, write: the least any streaming merge can do.
+
+    safetensors' own memory-mapped reads, an in-place average, and graftkit's sharded writer with
+    no journal, no checks, no prefetching: one tensor at a time.
+    """
     from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    from graftkit.io import ShardedWriter
 
     handles = [safe_open(str(f / "model.safetensors"), "pt") for f in folders]
-    merged = {}
-    for name in handles[0].keys():  # noqa: SIM118 (safe_open is not a dict)
-        acc = handles[0].get_tensor(name)
-        for h in handles[1:]:
-            acc.add_(h.get_tensor(name))
-        merged[name] = acc.div_(len(handles))
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(merged, str(out / "model.safetensors"))
+    names = list(handles[0].keys())
+    entries = []
+    for name in names:
+        info = handles[0].get_slice(name)
+        entries.append((name, tuple(info.get_shape()), torch_dtype(info.get_dtype())))
+    with ShardedWriter(out, entries, 5 * 10**9) as writer:
+        for name in names:
+            acc = handles[0].get_tensor(name).clone()
+            for h in handles[1:]:
+                acc.add_(h.get_tensor(name))
+            writer.write(name, acc.div_(len(handles)))
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[name]
 
 
 def child_merge(method: str, folders: list[Path], out: Path) -> None:
@@ -144,19 +154,14 @@ def main() -> None:
     if ARGS.child:
         out = WORK / f"out-{ARGS.child}"
         child_floor(folders, out) if ARGS.child == "floor" else child_merge(ARGS.child, folders, out)
-        print(
-            json.dumps({"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)})
-        )
+        print(json.dumps({"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}))
         return
     warm(folders)
     rows = [measure(kind, folders) for kind in ["floor", *ARGS.methods.split(",")]]
     header = "| run | wall s | input GB | GB/s | peak RSS GiB |\n| --- | --- | --- | --- | --- |"
     table = "\n".join(
         [header]
-        + [
-            f"| {r['kind']} | {r['wall_s']} | {r['input_gb']} | {r['gb_per_s']} | {r['peak_rss_gib']} |"
-            for r in rows
-        ]
+        + [f"| {r['kind']} | {r['wall_s']} | {r['input_gb']} | {r['gb_per_s']} | {r['peak_rss_gib']} |" for r in rows]
     )
     print(table)
     if ARGS.record:
@@ -170,9 +175,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gb", type=float, default=2.0)
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--methods", default="linear,task_arithmetic,ties,dare_ties")
