@@ -69,9 +69,7 @@ def family(tmp_path_factory) -> dict[str, Path]:
     paths["equal_expert"] = _save_state(root, "equal_expert", config, noisy(10, 0.02))
     paths["copy_of_base"] = _save_state(root, "copy_of_base", config, dict(base))
     nan = dict(base)
-    nan["model.layers.1.mlp.down_proj.weight"] = torch.full_like(
-        base["model.layers.1.mlp.down_proj.weight"], math.nan
-    )
+    nan["model.layers.1.mlp.down_proj.weight"] = torch.full_like(base["model.layers.1.mlp.down_proj.weight"], math.nan)
     paths["nan"] = _save_state(root, "nan", config, nan)
     gen = torch.Generator().manual_seed(99)
     paths["huge"] = _save_state(
@@ -141,9 +139,9 @@ def test_texts_file_is_the_probe(family, tmp_path):
 
 
 def test_fallback_sentences_when_task_texts_cannot_be_encoded(family, monkeypatch):
-    import graftkit.evaluate.sanity as sanity
+    import graftkit.evaluate.probe_texts as probe_texts
 
-    monkeypatch.setattr(sanity, "_task_samples", lambda tasks: ["émoji ✓ unencodable"])
+    monkeypatch.setattr(probe_texts, "task_samples", lambda tasks: ["émoji ✓ unencodable"])
     report = sanity_check(family["equal_expert"], family["base"], [])
     assert report.texts_source == "built-in sentences"
     assert report.texts == list(FALLBACK_TEXTS)

@@ -13,7 +13,8 @@ Whole-model figures are aggregated exactly from sums and counts, never averaged 
 DARE (Yu et al. 2023, arXiv 2311.03099) drops most delta entries and rescales the rest; the paper
 finds this works when deltas are small (supervised fine-tunes, |δ| mostly below 0.002–0.005) and
 fails for experts trained far from the base (continued pre-training). :data:`DARE_RULE` states the
-exact test applied to each expert.
+exact test applied to each expert. The tables ``graft inspect`` prints are in
+:mod:`~graftkit.evaluate.inspect_render`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from graftkit.errors import CheckpointError, TensorValueError
 from graftkit.io import Checkpoint
@@ -240,8 +239,7 @@ class InspectReport:
             "pairs": _pairs_dict(self.pairs, self.totals),
             "any_conflict_rate": self.any_conflict_rate,
             "verdicts": [
-                {"expert": v.expert, "dare_applicable": v.dare_applicable, "reason": v.reason}
-                for v in self.verdicts()
+                {"expert": v.expert, "dare_applicable": v.dare_applicable, "reason": v.reason} for v in self.verdicts()
             ],
             "tensors": [t.to_dict() for t in self.tensors],
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
@@ -303,9 +301,7 @@ def inspect_deltas(base: str | Path, experts: Sequence[str | Path]) -> InspectRe
         TensorValueError: a delta holds NaN/Inf (the message names the file and tensor).
     """
     if not experts:
-        raise CheckpointError(
-            f"graft inspect {base}: give at least one expert checkpoint to compare with the base."
-        )
+        raise CheckpointError(f"graft inspect {base}: give at least one expert checkpoint to compare with the base.")
     with Checkpoint.open(base) as b_ck:
         cks = [Checkpoint.open(p) for p in experts]
         try:
@@ -367,45 +363,10 @@ def _skip_reason(name: str, info: Any, experts: Sequence[Checkpoint]) -> str | N
     return None
 
 
-def _fmt(x: float | None, spec: str = ".3g") -> str:
-    return "–" if x is None or not math.isfinite(x) else format(x, spec)
+def __getattr__(name: str) -> Any:
+    # render_inspect is importable from here too; it lives in inspect_render, which imports this module.
+    if name == "render_inspect":
+        from graftkit.evaluate.inspect_render import render_inspect
 
-
-def render_inspect(report: InspectReport, console: Console | None = None, top: int = 15) -> None:
-    """Print the whole-model table, the expert-pair table and the ``top`` tensors by mean |δ|."""
-    console = console or Console()
-    names = [Path(e).name or e for e in report.experts]
-
-    summary = Table(title=f"Deltas from {report.base} ({report.numel:,} entries per expert)")
-    for col in ("expert", "mean |δ|", "max |δ|", *(f"|δ|>{t}" for t in THRESHOLDS), "‖δ‖", "DARE"):
-        summary.add_column(col, justify="left" if col in ("expert", "DARE") else "right")
-    for name, s, v in zip(names, report.totals, report.verdicts(), strict=True):
-        shares = [f"{s.share_above(t):.1%}" for t in THRESHOLDS]
-        verdict = "[green]applicable[/]" if v.dare_applicable else "[red]not applicable[/]"
-        summary.add_row(name, _fmt(s.mean_abs), _fmt(s.max_abs), *shares, _fmt(s.norm), verdict)
-    console.print(summary)
-
-    if report.pairs:
-        pair_table = Table(title="Expert pairs (whole model)")
-        for col in ("experts", "cosine", "sign conflicts"):
-            pair_table.add_column(col, justify="left" if col == "experts" else "right")
-        for p in report.pairs:
-            cos = p.cosine(report.totals[p.i], report.totals[p.j])
-            pair_table.add_row(f"{names[p.i]} · {names[p.j]}", _fmt(cos, "+.3f"), f"{p.conflict_rate:.1%}")
-        console.print(pair_table)
-        if report.any_conflict_rate is not None:
-            console.print(f"Entries with a sign conflict among any experts: {report.any_conflict_rate:.1%}")
-
-    ranked = sorted(report.tensors, key=lambda t: -t.largest_mean_abs)[:top]
-    tensor_table = Table(title=f"Top {len(ranked)} of {len(report.tensors)} tensors by mean |δ|")
-    tensor_table.add_column("tensor", overflow="fold")
-    tensor_table.add_column("shape")
-    for name in names:
-        tensor_table.add_column(f"mean |δ| {name}", justify="right")
-    for t in ranked:
-        tensor_table.add_row(t.name, "×".join(map(str, t.shape)), *(_fmt(s.mean_abs) for s in t.experts))
-    console.print(tensor_table)
-
-    if report.skipped:
-        console.print(f"{len(report.skipped)} tensors not compared (see --json for each reason).")
-    console.print(f"Rule: {DARE_RULE}")
+        return render_inspect
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

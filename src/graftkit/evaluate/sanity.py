@@ -5,7 +5,8 @@ The merged model and each parent (base, experts) are loaded one at a time with
 on the same probe texts: the mean next-token loss over every token after ``bos``, pooled by token.
 The probe texts are, in order of preference: the lines of a texts file; prompt + answer samples
 of registered zoo tasks; a fixed list of plain English sentences when the zoo is absent or the
-tokenizer cannot encode the task texts.
+tokenizer cannot encode the task texts (:mod:`~graftkit.evaluate.probe_texts`). The table is
+printed by :mod:`~graftkit.evaluate.sanity_render`.
 
 The merged model is flagged when (rules, in :data:`RULES`):
 
@@ -30,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from graftkit.errors import CheckpointError, GraftError
+from graftkit.evaluate.probe_texts import FALLBACK_TEXTS, ProbeTextsError, load_probe_texts  # noqa: F401  (re-export)
+from graftkit.evaluate.sanity_render import render_check  # noqa: F401  (re-export)
 from graftkit.io import Checkpoint
 
 LOSS_FACTOR = 2.0
@@ -47,31 +48,11 @@ RULES = (
     "identical: merged weights or probe logits equal the base's while some expert differs from it",
 )
 
-FALLBACK_TEXTS = (
-    "The cat sat on the mat and looked out of the window.",
-    "It was a cold morning, so she made a cup of tea.",
-    "Two plus three is five, and five plus five is ten.",
-    "The train leaves at nine, so we should be there by half past eight.",
-    "He opened the book and began to read the first page.",
-    "Water boils at one hundred degrees at sea level.",
-    "Please close the door when you leave the room.",
-    "The quick brown fox jumps over the lazy dog.",
-    "Our garden has roses, tulips and a small apple tree.",
-    "Monday comes after Sunday, and Tuesday comes after Monday.",
-    "She wrote a letter to her friend who lives in the city.",
-    "Rain is expected later today, so take an umbrella.",
-)
-"""Generic sentences for the probe when no texts file is given and no task texts can be used."""
-
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 class SanityCheckError(GraftError):
     """The merged model failed ``graft check`` (the message lists each flag)."""
-
-
-class ProbeTextsError(GraftError):
-    """The probe texts cannot be read or encoded."""
 
 
 @dataclass
@@ -180,7 +161,7 @@ def sanity_check(
             "Save the tokenizer into the merged folder (tokenizer.save_pretrained) and run the check again."
         )
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=False)
-    source, probe_texts = _probe_texts(tokenizer, texts, tasks)
+    source, probe_texts = load_probe_texts(tokenizer, texts, tasks)
     rows = [r for r in (_encode(tokenizer, t) for t in probe_texts) if len(r) >= 2]
     if not rows:  # a row needs a token after the first to be scored
         raise ProbeTextsError(
@@ -234,9 +215,7 @@ def _apply_rules(report: CheckReport, merged: Path, base: Path | None) -> None:
     if not m.finite:
         report.flags.append("non-finite: the merged model's logits hold NaN/Inf on the probe texts")
     if bad_weights:
-        shown = ", ".join(bad_weights[:5]) + (
-            f" (+{len(bad_weights) - 5} more)" if len(bad_weights) > 5 else ""
-        )
+        shown = ", ".join(bad_weights[:5]) + (f" (+{len(bad_weights) - 5} more)" if len(bad_weights) > 5 else "")
         report.flags.append(f"non-finite: weights hold NaN/Inf in {shown}")
     for p in report.parents:
         if not p.finite:
@@ -264,62 +243,6 @@ def _apply_rules(report: CheckReport, merged: Path, base: Path | None) -> None:
                 report.flags.append(f"identical: {why} the base's, yet {whose}; nothing was merged in")
             else:
                 report.notes.append(f"{why} the base's, as every expert's do")
-
-
-def _probe_texts(
-    tokenizer: Any, texts: Sequence[str] | str | Path | None, tasks: Sequence[str] | None
-) -> tuple[str, list[str]]:
-    """``(where the texts came from, texts)``."""
-    if isinstance(texts, (str, Path)):
-        path = Path(texts)
-        if not path.is_file():
-            raise ProbeTextsError(
-                f"texts file {str(path)!r} does not exist; give a file with one text per line."
-            )
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        texts = [line for line in lines if line]
-        if not texts:
-            raise ProbeTextsError(f"texts file {str(path)!r} holds no text; write one probe text per line.")
-        return str(path), texts
-    if texts is not None:
-        if not texts:
-            raise ProbeTextsError(
-                "no probe texts given; pass at least one text, or None for the default probe."
-            )
-        return "given texts", list(texts)
-    samples = _task_samples(tasks)
-    if samples and all(_encodable(tokenizer, t) for t in samples):
-        return f"zoo tasks ({', '.join(tasks) if tasks else 'held-in'})", samples
-    if tasks:
-        raise ProbeTextsError(
-            f"the tokenizer cannot encode samples of tasks {', '.join(tasks)} (characters outside its "
-            "vocabulary); pass --texts FILE with texts it can encode instead."
-        )
-    return "built-in sentences", list(FALLBACK_TEXTS)
-
-
-def _task_samples(tasks: Sequence[str] | None, per_task: int = 2) -> list[str]:
-    """``prompt + answer`` of a few validation examples per task; [] when the zoo is absent."""
-    try:
-        from graftkit.zoo.tasks import TASKS, tasks_of_kind
-    except ImportError:
-        if tasks:
-            raise ProbeTextsError("--tasks needs the zoo's task registry, which is not installed.") from None
-        return []
-    names = list(tasks) if tasks else tasks_of_kind("held_in")
-    out = []
-    for name in names:
-        out += [e.prompt + e.answer for e in TASKS.get(name).examples("validation", per_task)]
-    return out
-
-
-def _encodable(tokenizer: Any, text: str) -> bool:
-    """The tokenizer maps ``text`` to known tokens and decodes it back (whitespace aside)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not ids or (tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids):
-        return False
-    back = tokenizer.decode(ids, skip_special_tokens=True)
-    return "".join(back.split()) == "".join(text.split())
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -380,27 +303,3 @@ def _same_weights(a: Path, b: Path) -> bool:
         if ca.tensors.keys() != cb.tensors.keys():
             return False
         return all(torch.equal(ca.read(n).float(), cb.read(n).float()) for n in ca.tensors)
-
-
-def render_check(report: CheckReport, console: Console | None = None) -> None:
-    """Print the probe table and the flags (or a pass line)."""
-    console = console or Console()
-    table = Table(title=f"Probe: {len(report.texts)} texts from {report.texts_source}")
-    for col in ("model", "path", "loss (nats/token)", "perplexity", "tokens", "finite"):
-        table.add_column(
-            col, justify="right" if col in ("loss (nats/token)", "perplexity", "tokens") else "left"
-        )
-    for p in (report.merged, *report.parents):
-        loss = f"{p.loss:.4f}" if math.isfinite(p.loss) else "–"
-        ppl = f"{p.perplexity:.4g}" if math.isfinite(p.perplexity) else "–"
-        finite = "yes" if p.finite else "[red]NO[/]"
-        table.add_row(p.role, p.path, loss, ppl, str(p.tokens), finite)
-    console.print(table)
-    for note in report.notes:
-        console.print(f"note: {note}")
-    if report.ok:
-        console.print(
-            "[green]check passed[/]: no NaN/Inf, loss in line with the parents, not a copy of the base"
-        )
-    for flag in report.flags:
-        console.print(f"[red]FLAG[/] {flag}")

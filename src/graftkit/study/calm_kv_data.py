@@ -1,0 +1,67 @@
+"""Data of the CALM key-value study: its five test sets, distinct examples and the bridge's composition rows."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from graftkit.study.calm_kv_settings import CalmKVSettings
+from graftkit.zoo.tasks.calm_kv import KVArithmetic, KVSubstitution, NumericArithmetic
+
+EVAL_SETS = ("kv_substitution", "numeric_arithmetic", "kv_arithmetic", "kv_arithmetic_k20", "kv_arithmetic_k80")
+"""Datasets every row is scored on: ``_k20`` uses only the composition's keys, ``_k80`` only held-out keys."""
+
+
+def study_tasks(settings: CalmKVSettings) -> dict[str, Any]:
+    """The study's tasks by dataset name (:data:`EVAL_SETS`), over the settings' key table."""
+    kv = settings.kv()
+    tasks = {
+        "kv_substitution": KVSubstitution(kv, name="kv_substitution"),
+        "numeric_arithmetic": NumericArithmetic(kv, name="numeric_arithmetic"),
+        "kv_arithmetic": KVArithmetic(kv, name="kv_arithmetic"),
+        "kv_arithmetic_k20": KVArithmetic(kv, keys="train", name="kv_arithmetic_k20"),
+        "kv_arithmetic_k80": KVArithmetic(kv, keys="other", name="kv_arithmetic_k80"),
+    }
+    for task in tasks.values():
+        task.instruction = settings.instruction  # instance attribute: the registered tasks are untouched
+    return tasks
+
+
+def distinct_examples(task: Any, split: str, n: int, seed: int = 0, patience: int = 20_000) -> list[Any]:
+    """Up to ``n`` distinct examples of ``split``: :meth:`Task.examples`' stream, stopping once ``patience``
+    draws in a row bring nothing new (a small key set has fewer than ``n`` distinct expressions)."""
+    from graftkit.zoo.tasks import Example
+
+    rng = random.Random(f"{task.name}/{split}/{seed}")
+    seen: set[str] = set()
+    out, idle = [], 0
+    while len(out) < n and idle < patience:
+        text, answer = task.sample(rng)
+        prompt = task.format(text)
+        if prompt in seen or task.split_of(prompt) != split:
+            idle += 1
+            continue
+        seen.add(prompt)
+        out.append(Example(prompt, answer))
+        idle = 0
+    return out
+
+
+def composition_rows(settings: CalmKVSettings) -> list[dict[str, str]]:
+    """The bridge's training data: distinct KV-Arithmetic train-split examples over the 20% keys only."""
+    task = study_tasks(settings)["kv_arithmetic_k20"]
+    examples = distinct_examples(task, "train", settings.n_composition, seed=settings.seed)
+    return [{"prompt": e.prompt, "completion": e.answer} for e in examples]
+
+
+def keys_in(text: str) -> list[str]:
+    """The key names in an expression prompt (maximal runs of lowercase letters after the instruction)."""
+    body = text.split("\n", 1)[-1]
+    keys, run = [], ""
+    for ch in body + " ":
+        if ch.islower():
+            run += ch
+        elif run:
+            keys.append(run)
+            run = ""
+    return keys
