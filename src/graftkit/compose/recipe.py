@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from graftkit.compose.wiring import Connection
 from graftkit.errors import RecipeError
+from graftkit.yaml_input import explain, read_mapping
 
 
 class _Frozen(BaseModel):
@@ -97,26 +98,9 @@ def load_recipe(source: str | Path | dict[str, Any] | BridgeRecipe, overrides: S
     elif isinstance(source, dict):
         data = source
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise RecipeError(f"Recipe file {str(path)!r} does not exist. Pass the path of a YAML recipe.")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise RecipeError(f"{path} is not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise RecipeError(f"{path} must be a YAML mapping with `anchor`, `augments`, `data`, `output`.")
+        data = read_mapping(Path(source), "`anchor`, `augments`, `data`, `output`")
     data = apply_overrides(data, overrides)
     try:
         return BridgeRecipe.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for problem in err.errors():
-            where = ".".join(str(p) for p in problem["loc"])
-            if problem["type"] == "extra_forbidden":
-                lines.append(f"- `{where}`: unknown field.")
-            elif problem["type"] == "missing":
-                lines.append(f"- `{where}` is required.")
-            else:
-                lines.append(f"- `{where}`: {problem['msg']} (got {problem.get('input')!r}).")
-        raise RecipeError("The bridge recipe has errors:\n" + "\n".join(lines)) from None
+        raise RecipeError(explain(err, "The bridge recipe has errors")) from None

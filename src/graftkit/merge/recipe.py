@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from graftkit.errors import RecipeError
+from graftkit.yaml_input import explain, read_mapping
 
 Scalar = Union[bool, int, float, str]  # noqa: UP007 - pydantic resolves this at runtime on 3.10
 
@@ -116,52 +116,13 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_explain(err, data)) from None
+        raise RecipeError(explain(err, "The recipe has errors", _unknown_field_hint)) from None
 
 
 def _load_mapping(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if isinstance(source, dict):
         return dict(source)
-    text: str
-    where = "recipe"
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and ":" not in source):
-        path = Path(source)
-        text, where = _read_recipe_file(path), str(path)
-    else:
-        text = str(source)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{where} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where} must be a YAML mapping with `merge_method` and `models`, got {data!r}.")
-    return data
-
-
-def _read_recipe_file(path: Path) -> str:
-    try:
-        if path.is_dir():
-            raise RecipeError(f"Recipe {str(path)!r} is a folder. Pass the path of a YAML recipe file.")
-        if not path.is_file():
-            raise RecipeError(f"Recipe file {str(path)!r} does not exist. Pass the path of a YAML recipe.")
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise RecipeError(f"Recipe file {str(path)!r} is not UTF-8 text; is it a YAML recipe?") from None
-    except (OSError, ValueError) as err:  # unreadable, name too long, NUL in the path …
-        raise RecipeError(f"Recipe file {str(path)!r} cannot be read ({err}). Check the path.") from None
-
-
-def _explain(err: ValidationError, data: dict[str, Any]) -> str:
-    lines = []
-    for problem in err.errors():
-        where = ".".join(str(p) for p in problem["loc"])
-        if problem["type"] == "extra_forbidden":
-            lines.append(f"- `{where}`: {_unknown_field_hint(problem['loc'])}")
-        elif problem["type"] == "missing":
-            lines.append(f"- `{where}` is required.")
-        else:
-            lines.append(f"- `{where}`: {problem['msg']} (got {problem.get('input')!r}).")
-    return "The recipe has errors:\n" + "\n".join(lines)
+    return read_mapping(source, "`merge_method` and `models`")
 
 
 def _param_place(name: str) -> str | None:
