@@ -359,8 +359,9 @@ def test_mixed_dtypes_warn_and_merge_in_fp32(family, tmp_path):
     torch.testing.assert_close(merged[Q0], want)
 
 
+@pytest.mark.parametrize("method", ["task_arithmetic", "dare_ties"])  # dense (output check) and sparsifying
 @pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
-def test_nan_or_inf_input_is_named(family, tmp_path, bad_value):
+def test_nan_or_inf_input_is_named(family, tmp_path, bad_value, method):
     base, experts = family
     k1 = "model.layers.1.mlp.up_proj.weight"
 
@@ -369,13 +370,13 @@ def test_nan_or_inf_input_is_named(family, tmp_path, bad_value):
         state[k1][3, 5] = bad_value
 
     bad = variant(experts[1], tmp_path / "bad", edit=poison)
-    path = recipe(tmp_path / "r.yaml", "task_arithmetic", [experts[0], bad], base)
+    path = recipe(tmp_path / "r.yaml", method, [experts[0], bad], base)
     validate_recipe(path)  # headers only: the values are found while streaming
     with pytest.raises(TensorValueError) as err:
         graft_merge(path, tmp_path / "out", progress=False)
     assert k1 in str(err.value) and str(bad) in str(err.value) and "NaN or Inf" in str(err.value)
     assert not (tmp_path / "out").exists()
-    assert not [p for p in tmp_path.iterdir() if "graft-tmp" in p.name]
+    assert not [p for p in tmp_path.iterdir() if "graft-" in p.name]  # no partial folder left
 
 
 QUANT_CONFIGS = {

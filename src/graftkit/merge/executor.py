@@ -57,15 +57,37 @@ def execute(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="graft-write") as writer,
     ):
         pending_write: Future[None] | None = None
+        check_output = plan.resolved.spec.dense and plan.resolved.recipe.dare is None
         for inputs in _read_ahead(plan, jobs, readers, prefetch):
             merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device)
             if pending_write is not None:
-                pending_write.result()
-            pending_write = writer.submit(sink.write, inputs.job.name, merged)
+                _finish_write(plan, pending_write)
+            pending_write = writer.submit(_write, sink, inputs.job, merged, check_output and inputs.job.merge)
             if on_tensor is not None:
                 on_tensor(inputs.job)
         if pending_write is not None:
-            pending_write.result()
+            _finish_write(plan, pending_write)
+
+
+class _NonFiniteOutput(Exception):
+    def __init__(self, job: TensorJob) -> None:
+        self.job = job
+
+
+def _write(sink: TensorSink, job: TensorJob, merged: torch.Tensor, check: bool) -> None:
+    """On the writer thread: check a dense method's output for NaN/Inf (one pass), then write."""
+    if check and merged.is_floating_point() and not torch.isfinite(merged.sum()):
+        raise _NonFiniteOutput(job)
+    sink.write(job.name, merged)
+
+
+def _finish_write(plan: MergePlan, pending: Future[None]) -> None:
+    """Wait for a write; a NaN/Inf output is traced back to the input that caused it."""
+    try:
+        pending.result()
+    except _NonFiniteOutput as bad:
+        inputs = _read_job(plan, bad.job)
+        raise _nonfinite_error(bad.job.name, _first_nonfinite(plan, bad.job, inputs.base, inputs.experts)) from None
 
 
 def merge_one(
@@ -93,8 +115,7 @@ def merge_one(
     }
     per_expert = {
         name: tuple(
-            resolve(resolved.expert_params[i][name], job.name, plan.n_layers, _default(plan, name))
-            for i in job.experts
+            resolve(resolved.expert_params[i][name], job.name, plan.n_layers, _default(plan, name)) for i in job.experts
         )
         for name in resolved.expert_params[0]
         if name != "weight"
@@ -113,8 +134,6 @@ def merge_one(
         params={**params, **per_expert},
         dare=dare,
     )
-    if not check_inputs and not torch.isfinite(merged.sum()):
-        raise _nonfinite_error(job.name, _first_nonfinite(plan, job, base_f, expert_f))
     return merged.to(device="cpu", dtype=job.out_dtype)
 
 

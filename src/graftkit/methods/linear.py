@@ -35,8 +35,13 @@ def linear(
     total = sum(weights)
     if normalize and total == 0:
         raise ValueError("linear with normalize: the weights sum to 0")
-    out = experts[0] * weights[0]  # (S), a new tensor
-    for x, w in zip(experts[1:], weights[1:], strict=True):
+    if len(experts) > 1 and weights[0] == 1:
+        out = torch.add(experts[0], experts[1], alpha=weights[1])  # (S), one pass for the first two
+        rest = zip(experts[2:], weights[2:], strict=True)
+    else:
+        out = experts[0] * weights[0]  # (S), a new tensor
+        rest = zip(experts[1:], weights[1:], strict=True)
+    for x, w in rest:
         out.add_(x, alpha=w)
     return out.div_(total) if normalize and total != 1 else out
 
