@@ -15,11 +15,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 
-def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(**overrides):
+    """The tests' tiny Llama shape (hidden 32, 4 heads, 2 KV heads); ``overrides`` change any field."""
+    from transformers import LlamaConfig
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    fields = dict(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=3,
@@ -28,16 +28,21 @@ def tiny_llama(seed: int = 0):
         vocab_size=96,
         max_position_embeddings=64,
     )
-    return LlamaForCausalLM(config)
+    return LlamaConfig(**{**fields, **overrides})
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_llama_config())
 
 
 def tiny_gpt2(seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(
-        n_embd=32, n_layer=2, n_head=4, vocab_size=96, n_positions=64, tie_word_embeddings=True
-    )
+    config = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=96, n_positions=64, tie_word_embeddings=True)
     return GPT2LMHeadModel(config)
 
 
@@ -45,9 +50,7 @@ def tiny_bert(seed: int = 0):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=96
-    )
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=96)
     return BertModel(config)
 
 

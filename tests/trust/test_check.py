@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer
+from tests.conftest import tiny_llama_config
 from transformers import LlamaConfig, LlamaForCausalLM
 from typer.testing import CliRunner
 
@@ -27,13 +28,8 @@ def _one_thread():
 
 
 def _config(tokenizer) -> LlamaConfig:
-    return LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
+    return tiny_llama_config(
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=96,
         max_position_embeddings=128,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

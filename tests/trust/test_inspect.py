@@ -10,6 +10,7 @@ import pytest
 import torch
 import typer
 from safetensors.torch import save_file
+from tests.conftest import tiny_llama_config
 from typer.testing import CliRunner
 
 from graftkit.errors import CheckpointError, TensorValueError
@@ -96,18 +97,10 @@ def test_identical_experts_have_cosine_one_and_negated_minus_one(tmp_path):
 
 
 def _tiny_llama_family(root: Path, scales: dict[str, float]) -> tuple[Path, list[Path]]:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=96,
-        max_position_embeddings=64,
-    )
+    config = tiny_llama_config(num_hidden_layers=2)
     base = LlamaForCausalLM(config)
     base.save_pretrained(root / "base")
     paths = []
@@ -172,9 +165,7 @@ def test_table_output_shows_verdicts_and_top_tensors(llama_family):
 
 
 def test_skipped_tensors_are_listed_with_a_reason(tmp_path):
-    base = _save(
-        tmp_path / "b.safetensors", {"w": torch.zeros(3), "ids": torch.arange(3), "v": torch.zeros(2)}
-    )
+    base = _save(tmp_path / "b.safetensors", {"w": torch.zeros(3), "ids": torch.arange(3), "v": torch.zeros(2)})
     exp = _save(tmp_path / "e.safetensors", {"w": torch.ones(3), "ids": torch.arange(3), "v": torch.zeros(5)})
     report = inspect_deltas(base, [exp])
     reasons = dict(report.skipped)
