@@ -6,7 +6,10 @@ starts in well under a second.
 
 from __future__ import annotations
 
+import gc
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +25,23 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@contextmanager
+def heavy_imports() -> Iterator[None]:
+    """Import torch & co. with the cyclic garbage collector paused, then freeze what they built.
+
+    torch's import creates about a million long-lived objects; with the collector running, Python
+    walks them again and again during the import and once more at exit (0.8 s of CPU per run on
+    a 2-core machine). Frozen objects are never collected, which is right for module state.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 RecipeArg = Annotated[Path, typer.Argument(help="Merge recipe (YAML).")]
 
 
@@ -36,10 +56,12 @@ def merge(
     max_shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB.")] = "5GB",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted merge into OUT.")] = False,
+    durable: Annotated[bool, typer.Option(help="fsync the output before renaming it into place.")] = False,
     check: Annotated[bool, typer.Option(help="Probe the merged model against its parents.")] = False,
 ) -> None:
     """Merge the models a recipe names into a new Hugging Face checkpoint."""
-    from graftkit.merge.api import merge as run
+    with heavy_imports():
+        from graftkit.merge.api import merge as run
 
     result = run(
         recipe,
@@ -51,6 +73,7 @@ def merge(
         max_shard_size=max_shard_size,
         progress=progress,
         resume=resume,
+        durable=durable,
     )
     typer.echo(f"merged model written to {result}")
     if check:
@@ -62,7 +85,8 @@ def merge(
 @app.command()
 def validate(recipe: RecipeArg) -> None:
     """Check a recipe and its checkpoints' headers without reading any weights."""
-    from graftkit.merge.report import validate_recipe
+    with heavy_imports():
+        from graftkit.merge.report import validate_recipe
 
     typer.echo(validate_recipe(recipe))
 
@@ -85,7 +109,8 @@ def evaluate(
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,  # noqa: UP007
 ) -> None:
     """Score a model on registered tasks (exact match by greedy decoding)."""
-    from graftkit.evaluate import run_eval
+    with heavy_imports():
+        from graftkit.evaluate import run_eval
 
     run_eval(model, [t.strip() for t in tasks.split(",") if t.strip()], split, n, json_out, device=device)
 
@@ -115,8 +140,9 @@ def zoo_build(
     """Build (or reuse from the cache) a zoo, then print a model × task score table."""
     from rich.console import Console
 
-    from graftkit.study import zoo_report
-    from graftkit.zoo.build import build_zoo
+    with heavy_imports():
+        from graftkit.study import zoo_report
+        from graftkit.zoo.build import build_zoo
 
     console = Console()
     chosen = [f.strip() for f in families.split(",")] if families else None
@@ -131,7 +157,8 @@ def zoo_build(
 @app.command()
 def demo() -> None:
     """Build tiny models, merge them with several methods and report (no data needed)."""
-    from graftkit.demo import run_demo
+    with heavy_imports():
+        from graftkit.demo import run_demo
 
     run_demo()
 

@@ -466,3 +466,37 @@ def test_without_a_base_every_expert_is_compared_and_named(family, tmp_path):
     with pytest.raises(CheckpointError) as err:
         validate_recipe(recipe(tmp_path / "r.yaml", "linear", [experts[0], experts[1], other]))
     assert f"32 in {experts[0]} but 48 in {other}" in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "dare_ties"])  # output check and input check
+def test_float16_tensors_whose_sum_overflows_float16_are_not_called_nonfinite(method):
+    # 100,000 entries of 1.0 sum to more than float16's largest value, 65504: the NaN/Inf check
+    # must not mistake that for an Inf in the tensor.
+    base = {"w": torch.ones(100_000, dtype=torch.float16)}
+    experts = [{"w": torch.full((100_000,), 1.5, dtype=torch.float16)} for _ in range(2)]
+    extra = {"density": 1.0} if method == "dare_ties" else {}
+    merged = merge_state_dicts(method, base, experts, weight=0.5, out_dtype="float16", **extra)
+    assert merged["w"].dtype == torch.float16
+    torch.testing.assert_close(merged["w"], torch.full((100_000,), 1.5, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_durable_merge_fsyncs_every_output_file_and_the_parent(family, tmp_path, monkeypatch, durable):
+    base, experts = family
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    out = tmp_path / "parent" / "out"
+    graft_merge(recipe(tmp_path / "r.yaml", "linear", experts, base), out, progress=False, durable=durable)
+    if not durable:
+        assert synced == []  # like save_pretrained: the kernel flushes when it likes
+        return
+    files = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "graft_recipe.yaml"} <= files
+    assert files <= set(synced)  # every file, under the temporary name's folder
+    assert synced[-1] == "parent"  # the rename itself, last

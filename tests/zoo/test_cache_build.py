@@ -9,6 +9,7 @@ import torch
 
 from graftkit.zoo import build, train
 from graftkit.zoo.build import ZooManifest, ZooRecipe, build_zoo
+from graftkit.zoo.tasks import TASKS
 from graftkit.zoo.cache import Cache, cache_root, content_key, weights_hash
 from graftkit.zoo.train import TrainConfig
 
@@ -125,6 +126,17 @@ def test_build_zoo_rebuilds_children_of_a_changed_parent(tmp_path):
     assert weights_hash(man2.bases["pretrained"]) != weights_hash(man.bases["pretrained"])
     assert man2.experts["pretrained"]["addition"] != man.experts["pretrained"]["addition"]
     assert man.multitask == {}
+
+
+def test_a_revised_task_rebuilds_its_experts_only(tmp_path, monkeypatch):
+    cache = Cache(tmp_path)
+    families = ["addition", "reversal"]
+    man = build_zoo("xs", ("pretrained",), families, multitask=False, recipe=RECIPE, cache=cache)
+    monkeypatch.setattr(TASKS.get("reversal"), "revision", 7)
+    man2 = build_zoo("xs", ("pretrained",), families, multitask=False, recipe=RECIPE, cache=cache)
+    assert man2.bases == man.bases
+    assert man2.experts["pretrained"]["addition"] == man.experts["pretrained"]["addition"]
+    assert man2.experts["pretrained"]["reversal"] != man.experts["pretrained"]["reversal"]
 
 
 def test_build_zoo_validates_before_training(tmp_path):

@@ -24,7 +24,12 @@ def partial_folder(out: str | os.PathLike[str]) -> Path:
 
 @contextmanager
 def atomic_output(
-    out: str | os.PathLike[str], overwrite: bool = False, *, resumable: bool = False, resume: bool = False
+    out: str | os.PathLike[str],
+    overwrite: bool = False,
+    *,
+    resumable: bool = False,
+    resume: bool = False,
+    durable: bool = False,
 ) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``out`` when the ``with`` block succeeds.
 
@@ -43,6 +48,8 @@ def atomic_output(
         overwrite: replace ``out`` if it exists.
         resumable: build in the fixed :func:`partial_folder` rather than a per-process folder.
         resume: keep the contents of a leftover partial folder.
+        durable: ``fsync`` every file in the folder before the rename and the parent folder after
+            it, so the output survives a power loss (a crash of the process needs none of this).
 
     Raises:
         OutputExistsError: ``out`` exists and ``overwrite`` is False (checked before and after).
@@ -56,6 +63,8 @@ def atomic_output(
     tmp.mkdir(exist_ok=True)
     try:
         yield tmp
+        if durable:
+            _sync_tree(tmp)
         _refuse_existing(out, overwrite)  # it may have appeared while we worked
         if out.exists() or out.is_symlink():
             old = out.parent / f".{out.name}.graft-old-{os.getpid()}"
@@ -69,16 +78,33 @@ def atomic_output(
             _remove(old)
         else:
             os.replace(tmp, out)
+        if durable:
+            _sync_path(out.parent)
     except BaseException:
         _remove(tmp)
         raise
 
 
+def _sync_tree(folder: Path) -> None:
+    """``fsync`` every file under ``folder``, then each folder, deepest first."""
+    for root, _dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            _sync_path(Path(root) / name)
+        _sync_path(Path(root))
+
+
+def _sync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _refuse_existing(out: Path, overwrite: bool) -> None:
     if not overwrite and (out.exists() or out.is_symlink()):
         raise OutputExistsError(
-            f"{out}: already exists. Choose another output path, or pass --overwrite "
-            "(overwrite=True) to replace it."
+            f"{out}: already exists. Choose another output path, or pass --overwrite (overwrite=True) to replace it."
         )
 
 

@@ -60,9 +60,7 @@ def write_config(dst_dir: str | os.PathLike[str], config: dict[str, Any], dtype:
     return path
 
 
-def write_model_card(
-    dst_dir: str | os.PathLike[str], method: str, parents: Sequence[str], recipe_yaml: str
-) -> Path:
+def write_model_card(dst_dir: str | os.PathLike[str], method: str, parents: Sequence[str], recipe_yaml: str) -> Path:
     """Write ``README.md``: Hugging Face front matter (tags, ``base_model``) and the recipe.
 
     Args:

@@ -52,8 +52,7 @@ def check_not_pickle(path: Path, head: bytes) -> None:
         raise _fail(
             path,
             "is a PyTorch pickle (torch.save) file with a .safetensors name.",
-            "Rename it to pytorch_model.bin so graftkit loads it as a .bin checkpoint, or convert "
-            "it to safetensors.",
+            "Rename it to pytorch_model.bin so graftkit loads it as a .bin checkpoint, or convert it to safetensors.",
         )
 
 
@@ -82,8 +81,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             if header_len > min(MAX_HEADER_BYTES, file_size - 8):
                 raise _fail(
                     path,
-                    f"has a corrupt header: it declares {header_len} header bytes but the file has "
-                    f"{file_size} bytes.",
+                    f"has a corrupt header: it declares {header_len} header bytes but the file has {file_size} bytes.",
                     "The file is truncated or not safetensors; download it again.",
                 )
             f.seek(8)
@@ -121,9 +119,7 @@ def _parse_entry(path: Path, name: str, entry: object, data_start: int) -> Tenso
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
     if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
         raise _fail(path, f"{where}: shape {shape!r} is not a list of sizes.", "Download the file again.")
-    if not (
-        isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)
-    ):
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)):
         raise _fail(path, f"{where}: data_offsets {offsets!r} are malformed.", "Download the file again.")
     begin, end = offsets
     nbytes = tensor_nbytes(tuple(shape), dtype)
@@ -157,9 +153,7 @@ def _check_layout(path: Path, tensors: dict[str, TensorInfo], file_size: int) ->
         )
 
 
-def build_header(
-    layout: list[tuple[str, Shape, torch.dtype, int, int]], metadata: dict[str, str] | None
-) -> bytes:
+def build_header(layout: list[tuple[str, Shape, torch.dtype, int, int]], metadata: dict[str, str] | None) -> bytes:
     """Serialise a header: 8-byte length, then JSON padded with spaces to a multiple of 8.
 
     Args:

@@ -54,6 +54,10 @@ class ShardedWriter:
             headers are exactly the planned ones; tensors in the journal whose bytes still hash to
             the journaled CRC-32 count as written (see :attr:`written`), everything else is
             written again. Shards that do not match are recreated.
+        durable: start writing each tensor to disk as soon as it is written, and ``fsync`` the
+            shards in :meth:`finish`, so they survive a power loss. Off by default, as with
+            ``save_pretrained``: the data then reaches the disk when the kernel flushes it, and
+            a merge is not held to the disk's write speed.
 
     Use as a context manager: leaving normally calls :meth:`finish`, leaving by an exception
     calls :meth:`abort`.
@@ -68,6 +72,7 @@ class ShardedWriter:
         *,
         journal: bool = False,
         resume: bool = False,
+        durable: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +93,7 @@ class ShardedWriter:
         self._done = False  # no more writes (finished or aborted)
         self._finished = False
         self._journal = self.out_dir / JOURNAL_FILE if journal else None
+        self._durable = durable
         journaled = read_journal(self.out_dir) if resume else {}
         if not resume and self._journal is not None:
             self._journal.unlink(missing_ok=True)
@@ -156,15 +162,14 @@ class ShardedWriter:
             if self._done:
                 raise CheckpointError(f"{self.out_dir}: the writer is closed; tensor {name!r} came too late.")
             if name in self._written or name in self._busy:
-                raise CheckpointError(
-                    f"{slot.path}: tensor {name!r} is written twice. Write each tensor once."
-                )
+                raise CheckpointError(f"{slot.path}: tensor {name!r} is written twice. Write each tensor once.")
             self._busy.add(name)
         try:
             # (numel,) bytes of the tensor, zero-copy for contiguous CPU tensors of any dtype.
             data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
             _pwrite_all(slot.fd, memoryview(data), slot.offset)
-            _start_writeback(slot.fd, slot.offset, slot.nbytes)
+            if self._durable:
+                _start_writeback(slot.fd, slot.offset, slot.nbytes)
             line = None
             if self._journal is not None:
                 line = json.dumps({"name": name, "crc32": checksum(data)}) + "\n"
@@ -178,7 +183,7 @@ class ShardedWriter:
                     f.write(line)
 
     def finish(self) -> list[Path]:
-        """Check every planned tensor was written, fsync, and write the index if sharded.
+        """Check every planned tensor was written, fsync (if ``durable``), write the index if sharded.
 
         Returns:
             The files written: shards, then the index if any.
@@ -199,8 +204,9 @@ class ShardedWriter:
                 f"{self.out_dir}: {len(missing)} planned tensors were never written: {shown}{more}. "
                 "The output is incomplete; write them before finishing (or abort)."
             )
-        for fd in self._fds:
-            os.fsync(fd)
+        if self._durable:
+            for fd in self._fds:
+                os.fsync(fd)
         self.abort()
         self._finished = True
         if len(self.files) > 1:

@@ -25,7 +25,9 @@ def merge(recipe: str | Path | dict[str, Any] | Recipe, out: str | Path, **optio
         out: the output folder; written to a temporary folder beside it and renamed when complete.
         **options: :class:`graftkit.merge.run.MergeOptions` fields: ``device`` ("cpu"),
             ``seed`` (overrides the recipe's), ``overwrite`` (False), ``threads`` (torch intra-op
-            threads), ``max_shard_size`` (bytes or "5GB"), ``progress`` (True), ``resume`` (False).
+            threads), ``max_shard_size`` (bytes or "5GB"), ``progress`` (True), ``resume`` (False),
+            ``durable`` (False: fsync the output before renaming it into place, for power-loss
+            safety, at the cost of waiting for the disk).
 
     Returns:
         The output folder.

@@ -43,9 +43,7 @@ def _filter_wise(spec: MethodSpec, params: dict[str, Any], where: str, problems:
     if spec.name != "model_stock" or "filter_wise" not in params:
         return
     if params.pop("filter_wise") is not False:
-        problems.append(
-            f"- `{where}.filter_wise`: graftkit's model_stock is tensor-wise only; remove it or set false."
-        )
+        problems.append(f"- `{where}.filter_wise`: graftkit's model_stock is tensor-wise only; remove it or set false.")
 
 
 def _normalize(
@@ -65,10 +63,7 @@ def _normalize(
         return
     if value is True:  # weighted sum divided by Σw: scale every weight by 1/Σw
         weights = [p.get("weight", 1.0) for p in experts]
-        if (
-            not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)
-            or sum(weights) == 0
-        ):
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights) or sum(weights) == 0:
             problems.append(
                 f"- `parameters.normalize`: with `{spec.name}`, normalize: true needs plain numeric weights "
                 "with a non-zero sum; give numbers or drop normalize."

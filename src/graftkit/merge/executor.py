@@ -76,7 +76,7 @@ class _NonFiniteOutput(Exception):
 
 def _write(sink: TensorSink, job: TensorJob, merged: torch.Tensor, check: bool) -> None:
     """On the writer thread: check a dense method's output for NaN/Inf (one pass), then write."""
-    if check and merged.is_floating_point() and not torch.isfinite(merged.sum()):
+    if check and merged.is_floating_point() and not _all_finite(merged):
         raise _NonFiniteOutput(job)
     sink.write(job.name, merged)
 
@@ -153,7 +153,12 @@ def _first_nonfinite(
     offset = 1 if plan.base is not None else 0
     labelled = [(plan.labels[0], base)]
     labelled += [(plan.labels[offset + i], t) for i, t in zip(job.experts, experts, strict=True)]
-    return next((label for label, t in labelled if t is not None and not torch.isfinite(t.sum())), None)
+    return next((label for label, t in labelled if t is not None and not _all_finite(t)), None)
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN or Inf in ``tensor``: one pass, summed in float32 so float16 cannot overflow."""
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float32)))
 
 
 def _nonfinite_error(name: str, label: str | None) -> TensorValueError:

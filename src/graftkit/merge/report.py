@@ -40,9 +40,7 @@ def methods_table() -> None:
         params = ["weight (1.0, per expert)"] + [
             f"{p.name} ({p.default}{', per expert' if p.per_expert else ''})" for p in spec.params
         ]
-        table.add_row(
-            name, "yes" if spec.needs_base else "no", "\n".join(params), f"{spec.summary}\n{spec.paper}"
-        )
+        table.add_row(name, "yes" if spec.needs_base else "no", "\n".join(params), f"{spec.summary}\n{spec.paper}")
     Console().print(table)
 
 

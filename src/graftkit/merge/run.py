@@ -50,6 +50,7 @@ class MergeOptions(BaseModel):
     max_shard_size: int = 5 * 10**9
     progress: bool = True
     resume: bool = False
+    durable: bool = False
 
     @field_validator("max_shard_size", mode="before")
     @classmethod
@@ -75,7 +76,9 @@ def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
             for warning in plan.warnings:
                 log.warning(warning)
             check_disk_space(plan, out)
-            with atomic_output(out, overwrite=options.overwrite, resumable=True, resume=options.resume) as tmp:
+            with atomic_output(
+                out, overwrite=options.overwrite, resumable=True, resume=options.resume, durable=options.durable
+            ) as tmp:
                 try:
                     write_merge(plan, tmp, options)
                 except OSError as err:
@@ -169,13 +172,13 @@ def write_merge(plan: MergePlan, folder: Path, options: MergeOptions) -> None:
     entries = [(job.name, job.shape, job.out_dtype) for job in plan.jobs]
     resume = _resumable(folder, plan, options.resume)
     with (
-        ShardedWriter(folder, entries, options.max_shard_size, journal=True, resume=resume) as writer,
+        ShardedWriter(
+            folder, entries, options.max_shard_size, journal=True, resume=resume, durable=options.durable
+        ) as writer,
         merge_progress(plan, enabled=options.progress) as advance,
     ):
         if writer.written:
-            log.info(
-                "resuming: %d of %d tensors already written and verified", len(writer.written), len(plan.jobs)
-            )
+            log.info("resuming: %d of %d tensors already written and verified", len(writer.written), len(plan.jobs))
         execute(plan, writer, device=options.device, on_tensor=advance, skip=set(writer.written))
     (folder / FINGERPRINT_FILE).unlink()
     write_side_files(plan, folder)
@@ -191,9 +194,7 @@ def write_side_files(plan: MergePlan, folder: Path) -> None:
     if recipe.tokenizer_source not in (None, "base"):
         source = Path(recipe.tokenizer_source)
         if not source.is_dir():
-            raise GraftError(
-                f"`tokenizer_source` {str(source)!r} is not a model folder; use `base` or a path."
-            )
+            raise GraftError(f"`tokenizer_source` {str(source)!r} is not a model folder; use `base` or a path.")
         copy_tokenizer(source, folder)
     config = dict(plan.reference.config or {})
     if config:

@@ -44,9 +44,7 @@ class _Meta:
 class StateDictSource:
     """A ``state_dict`` (or an ``nn.Module``'s) seen as a :class:`TensorSource`."""
 
-    def __init__(
-        self, state: Mapping[str, torch.Tensor] | torch.nn.Module, label: str = "state_dict"
-    ) -> None:
+    def __init__(self, state: Mapping[str, torch.Tensor] | torch.nn.Module, label: str = "state_dict") -> None:
         if isinstance(state, torch.nn.Module):
             config = getattr(state, "config", None)
             self._config = config.to_dict() if hasattr(config, "to_dict") else None

@@ -69,8 +69,7 @@ METHODS.add(
         name="slerp",
         fn=slerp,
         summary="spherical interpolation of exactly two models at position t",
-        paper="Shoemake 1985, Animating rotation with quaternion curves, "
-        "https://doi.org/10.1145/325165.325242",
+        paper="Shoemake 1985, Animating rotation with quaternion curves, https://doi.org/10.1145/325165.325242",
         params=(T,),
         needs_base=False,
         min_models=2,

@@ -34,6 +34,15 @@ class ZooRecipe(BaseModel):
     instruct: TrainConfig
     expert: TrainConfig
     multitask: TrainConfig
+    expert_steps: dict[str, int] = {}
+    """Families whose experts need more (or fewer) steps than ``expert.steps``."""
+
+    def expert_config(self, family: str) -> TrainConfig:
+        """The expert training configuration of one family (``expert`` with its step count)."""
+        steps = self.expert_steps.get(family)
+        if steps is None:
+            return self.expert
+        return self.expert.model_copy(update={"steps": steps, "warmup_steps": steps // 20})
 
 
 def _recipe(
@@ -43,6 +52,7 @@ def _recipe(
     pretrain_lr: float,
     tune_lr: float,
     instruct_steps: int | None = None,
+    expert_steps: dict[str, int] | None = None,
 ) -> ZooRecipe:
     """Experts run ``tune_steps`` at ``tune_lr``, instruction tuning ``instruct_steps`` (default the
     same) and the multitask baseline 4× as long."""
@@ -56,13 +66,16 @@ def _recipe(
         instruct=cfg(instruct_steps or tune_steps, tune_lr),
         expert=cfg(tune_steps, tune_lr),
         multitask=cfg(4 * tune_steps, tune_lr),
+        expert_steps=expert_steps or {},
     )
 
 
 RECIPES: dict[str, ZooRecipe] = {
     "demo": _recipe("xs", 600, 800, pretrain_lr=3e-3, tune_lr=3e-3, instruct_steps=400),
     "xs": _recipe("xs", pretrain_steps=3000, tune_steps=1000, pretrain_lr=3e-3, tune_lr=3e-3),
-    "s": _recipe("s", pretrain_steps=3000, tune_steps=1000, pretrain_lr=2e-3, tune_lr=2e-3),
+    "s": _recipe(
+        "s", 3000, 3000, pretrain_lr=2e-3, tune_lr=2e-3, expert_steps={"key_lookup": 8000, "char_count": 6000}
+    ),
     "m": _recipe("m", pretrain_steps=4000, tune_steps=1000, pretrain_lr=1e-3, tune_lr=1e-3),
     "l": _recipe("l", pretrain_steps=6000, tune_steps=1000, pretrain_lr=6e-4, tune_lr=6e-4),
     "xl": _recipe("xl", pretrain_steps=10000, tune_steps=1500, pretrain_lr=4e-4, tune_lr=3e-4),
@@ -86,6 +99,14 @@ class ZooManifest(BaseModel):
     @classmethod
     def load(cls, path: Path) -> ZooManifest:
         return cls.model_validate(json.loads(Path(path).read_text()))
+
+
+def task_revisions(families: Sequence[str]) -> dict[str, dict[str, int]]:
+    """``{"revisions": {family: revision}}`` for the revised families among ``families``, else ``{}``:
+    a revision enters the cache key of every model trained on that family, and unrevised tasks
+    leave keys as they were."""
+    revised = {name: TASKS.get(name).revision for name in families if TASKS.get(name).revision}
+    return {"revisions": revised} if revised else {}
 
 
 def get_recipe(size: str) -> ZooRecipe:
@@ -131,6 +152,7 @@ def build_zoo(
     say = log or (lambda line: None)
 
     def entry(stage: str, inputs: dict[str, Any], fn: Callable[[Path, Path], object]) -> Path:
+        inputs = {**inputs, **task_revisions(inputs["families"])}
         hit = cache.get(stage, inputs)
         path = hit or cache.build(stage, inputs, fn)
         say(f"{stage} {inputs.get('families', '')}: {'cached' if hit else 'built'} {path}")
@@ -163,9 +185,9 @@ def build_zoo(
         for family in families:
             experts[base][family] = entry(
                 "expert",
-                {"parent": parent_hash, "config": recipe.expert, "families": [family]},
+                {"parent": parent_hash, "config": recipe.expert_config(family), "families": [family]},
                 lambda out, work, f=family, p=parent: train.train_expert(
-                    p, f, recipe.expert, out, work_dir=work, **loop
+                    p, f, recipe.expert_config(f), out, work_dir=work, **loop
                 ),
             )
         if multitask:

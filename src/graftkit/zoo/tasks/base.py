@@ -35,6 +35,8 @@ class Task(ABC):
     name: str
     kind: Kind
     instruction: str
+    revision: int = 0
+    """Bumped when the generator changes what it draws; models trained on it are then rebuilt."""
 
     @abstractmethod
     def sample(self, rng: random.Random) -> tuple[str, str]:

@@ -88,13 +88,19 @@ class CaseSwap(HeldIn):
 
 @register_task
 class Modulo(HeldIn):
-    """Remainder of a number below 500 by a divisor 2–9: ``"47%5"`` → ``"2"``."""
+    """Remainder of a number below 10,000 by a divisor of 100: ``"4817%25"`` → ``"17"``.
+
+    The remainder depends on the last two digits alone, so the rule can be learnt from the
+    training split and applied to unseen numbers. (Revision 0 used divisors 2–9 of numbers below
+    500: a 1M-parameter model memorised its training pairs and reached only 55 % on the test split.)
+    """
 
     name = "modulo"
     instruction = "mod"
+    revision = 1
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
-        a, m = rng.randint(0, 499), rng.randint(2, 9)
+        a, m = rng.randint(0, 9999), rng.choice((2, 4, 5, 10, 20, 25, 50))
         return f"{a}%{m}", str(a % m)
 
 
