@@ -3,7 +3,9 @@
 Generates a base and 4 experts (default about 2 GB each in float32) once under
 ``benchmarks/_work``, warms the page cache, then times, each in a fresh process:
 the floor (read every input tensor once, average, write), and ``graft merge`` with linear,
-task_arithmetic, ties and dare_ties. Reports wall time, GB/s of input and peak RSS, and appends
+task_arithmetic, ties and dare_ties, and linear with ``--durable`` (fsync before the rename).
+Linear reads the 4 experts only (it needs no base); the others read all 5 models. Reports
+wall time, GB/s of input and peak RSS, and appends
 a section to ``benchmarks/RESULTS.md`` with ``--record``.
 
     python benchmarks/merge_throughput.py [--gb 2] [--experts 4] [--methods linear,ties] [--record]
@@ -15,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -85,37 +86,24 @@ def warm(folders: list[Path]) -> None:
 def child_floor(folders: list[Path], out: Path) -> None:
     """Read every input tensor once, average, write: the least any streaming merge can do.
 
-    safetensors' own memory-mapped reads, an in-place average, and graftkit's sharded writer with
-    no journal, no checks, no prefetching: one tensor at a time.
+    The fastest read graftkit has (a per-tensor copy-on-write memory map), an in-place average,
+    and the sharded writer with no journal, no checks and no read-ahead: one tensor at a time.
     """
-    from safetensors import safe_open
+    from graftkit.io import Checkpoint, ShardedWriter
 
-    from graftkit.io import ShardedWriter
-
-    handles = [safe_open(str(f / "model.safetensors"), "pt") for f in folders]
-    names = list(handles[0].keys())
-    entries = []
-    for name in names:
-        info = handles[0].get_slice(name)
-        entries.append((name, tuple(info.get_shape()), torch_dtype(info.get_dtype())))
+    checkpoints = [Checkpoint.open(f) for f in folders]
+    infos = checkpoints[0].tensors
+    entries = [(name, info.shape, info.dtype) for name, info in infos.items()]
     with ShardedWriter(out, entries, 5 * 10**9) as writer:
-        for name in names:
-            acc = handles[0].get_tensor(name).clone()
-            for h in handles[1:]:
-                acc.add_(h.get_tensor(name))
-            writer.write(name, acc.div_(len(handles)))
+        for name in infos:
+            acc = checkpoints[0].read_mapped(name) + checkpoints[1].read_mapped(name)
+            for checkpoint in checkpoints[2:]:
+                acc.add_(checkpoint.read_mapped(name))
+            writer.write(name, acc.div_(len(checkpoints)))
 
 
-def torch_dtype(name: str):
-    import torch
-
-    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[name]
-
-
-def child_merge(method: str, folders: list[Path], out: Path) -> None:
+def write_recipe(method: str, folders: list[Path]) -> Path:
     import yaml
-
-    from graftkit.cli import app
 
     params = {"ties": {"density": 0.2}, "dare_ties": {"density": 0.2}}.get(method, {})
     recipe = {
@@ -126,35 +114,43 @@ def child_merge(method: str, folders: list[Path], out: Path) -> None:
     }
     path = WORK / f"recipe-{method}.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    app(["merge", str(path), "-o", str(out), "--overwrite", "--no-progress"], standalone_mode=False)
+    return path
 
 
 def measure(kind: str, folders: list[Path]) -> dict:
+    """Run one kind in a fresh process: ``graft merge`` exactly as a user types it, or the floor."""
     out = WORK / f"out-{kind}"
-    cmd = [sys.executable, __file__, "--child", kind, "--gb", str(ARGS.gb), "--experts", str(ARGS.experts)]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
-    rss = json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_gib"]
-    read_gb = sum((f / "model.safetensors").stat().st_size for f in folders) / 1e9
+    if kind == "floor":
+        cmd = [sys.executable, __file__, "--child", kind, "--gb", str(ARGS.gb), "--experts", str(ARGS.experts)]
+    else:
+        method, *flags = kind.split("+")  # "linear+durable" runs `graft merge --durable`
+        recipe = write_recipe(method, folders)
+        cmd = [sys.executable, "-m", "graftkit", "merge", str(recipe), "-o", str(out), "--overwrite", "--no-progress"]
+        cmd += [f"--{flag}" for flag in flags]
+    log = WORK / f"log-{kind}.txt"
+    with open(log, "w") as sink:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{kind} failed:\n{log.read_text()[-3000:]}")
+    inputs = folders[1:] if kind.startswith("linear") else folders
+    read_gb = sum((f / "model.safetensors").stat().st_size for f in inputs)
     subprocess.run(["rm", "-rf", str(out)])
     return {
         "kind": kind,
         "wall_s": round(wall, 2),
-        "input_gb": round(read_gb, 2),
-        "gb_per_s": round(read_gb / wall, 2),
-        "peak_rss_gib": rss,
+        "input_gb": round(read_gb / 1e9, 2),
+        "gb_per_s": round(read_gb / 1e9 / wall, 2),
+        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
     }
 
 
 def main() -> None:
     folders = generate(WORK / f"llama-{ARGS.gb}gb", ARGS.gb, ARGS.experts)
     if ARGS.child:
-        out = WORK / f"out-{ARGS.child}"
-        child_floor(folders, out) if ARGS.child == "floor" else child_merge(ARGS.child, folders, out)
-        print(json.dumps({"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}))
+        child_floor(folders, WORK / f"out-{ARGS.child}")
         return
     warm(folders)
     rows = [measure(kind, folders) for kind in ["floor", *ARGS.methods.split(",")]]
@@ -178,7 +174,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gb", type=float, default=2.0)
     parser.add_argument("--experts", type=int, default=4)
-    parser.add_argument("--methods", default="linear,task_arithmetic,ties,dare_ties")
+    parser.add_argument("--methods", default="linear,task_arithmetic,ties,dare_ties,linear+durable")
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ARGS = parser.parse_args()

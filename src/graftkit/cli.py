@@ -133,6 +133,7 @@ def zoo_build(
     size: Annotated[str, typer.Option(help="demo, xs, s, m, l (CPU) or xl, xxl (GPU).")] = "s",
     bases: Annotated[str, typer.Option(help="Comma-separated: pretrained, instruct.")] = "pretrained,instruct",
     families: Annotated[str | None, typer.Option(help="Held-in families (default: all).")] = None,
+    multitask: Annotated[bool, typer.Option(help="Also train the multitask baseline of each base.")] = True,
     n: Annotated[int, typer.Option(help="Test examples per task for the score table.")] = 200,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the score table as JSON.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
@@ -147,7 +148,7 @@ def zoo_build(
     console = Console()
     chosen = [f.strip() for f in families.split(",")] if families else None
     kinds = tuple(b.strip() for b in bases.split(",") if b.strip())
-    manifest = build_zoo(size, bases=kinds, families=chosen, device=device, log=console.print)
+    manifest = build_zoo(size, bases=kinds, families=chosen, multitask=multitask, device=device, log=console.print)
     report = zoo_report.score_zoo(manifest, n=n)
     console.print(zoo_report.render(report))
     if json_out:

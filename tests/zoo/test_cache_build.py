@@ -9,8 +9,8 @@ import torch
 
 from graftkit.zoo import build, train
 from graftkit.zoo.build import ZooManifest, ZooRecipe, build_zoo
-from graftkit.zoo.tasks import TASKS
 from graftkit.zoo.cache import Cache, cache_root, content_key, weights_hash
+from graftkit.zoo.tasks import TASKS
 from graftkit.zoo.train import TrainConfig
 
 TINY = TrainConfig(steps=3, batch_size=4, seq_len=32, lr=3e-3, warmup_steps=1)
@@ -148,3 +148,37 @@ def test_build_zoo_validates_before_training(tmp_path):
         build_zoo("xs", bases=("instruction",), recipe=RECIPE, cache=Cache(tmp_path))  # type: ignore[arg-type]
     assert not (tmp_path / "zoo").exists()
     assert set(build.RECIPES) >= {"demo", "xs", "s", "m", "l", "xl", "xxl"}
+
+
+def test_expert_steps_override_one_family_only(tmp_path):
+    recipe = RECIPE.model_copy(update={"expert_steps": {"reversal": 5}})
+    assert recipe.expert_config("addition") == TINY
+    assert recipe.expert_config("reversal").steps == 5
+    man = build_zoo(
+        "xs", ("pretrained",), ["addition", "reversal"], multitask=False, recipe=recipe, cache=Cache(tmp_path)
+    )
+    steps = {
+        f: json.loads((p / "training.json").read_text())["config"]["steps"]
+        for f, p in man.experts["pretrained"].items()
+    }
+    assert steps == {"addition": 3, "reversal": 5}
+
+
+def test_zoo_report_scores_every_model_and_records_training_time(tmp_path):
+    from rich.console import Console
+
+    from graftkit.study import zoo_report
+
+    man = build_zoo("xs", ("pretrained",), ["addition"], recipe=RECIPE, cache=Cache(tmp_path), progress=False)
+    report = zoo_report.score_zoo(man, n=4, held_out=["addition_words"])
+    labels = {"pretrained", "pretrained/expert:addition", "pretrained/multitask"}
+    assert set(report["scores"]) == labels
+    assert all(set(by_task) == {"addition", "addition_words"} for by_task in report["scores"].values())
+    folders = {"pretrained": man.bases["pretrained"], "pretrained/multitask": man.multitask["pretrained"]}
+    folders["pretrained/expert:addition"] = man.experts["pretrained"]["addition"]
+    recorded = {label: json.loads((p / "training.json").read_text())["seconds"] for label, p in folders.items()}
+    assert report["train_seconds"] == {label: round(s, 1) for label, s in recorded.items()}
+    console = Console(width=200, record=True)
+    console.print(zoo_report.render(report))
+    text = console.export_text()
+    assert "train s" in text and "addition_words*" in text

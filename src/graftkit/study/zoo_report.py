@@ -29,7 +29,8 @@ def score_zoo(manifest: Any, *, n: int = 200, split: str = "test", held_out: Seq
     families = sorted({f for experts in manifest.experts.values() for f in experts})
     held_out = list(held_out if held_out is not None else tasks_of_kind("held_out"))
     start = time.perf_counter()
-    scores = score_all(zoo_models(manifest), [*families, *held_out], split=split, n=n)
+    models = zoo_models(manifest)
+    scores = score_all(models, [*families, *held_out], split=split, n=n)
     return {
         "size": manifest.size,
         "held_in": families,
@@ -37,8 +38,18 @@ def score_zoo(manifest: Any, *, n: int = 200, split: str = "test", held_out: Seq
         "n": n,
         "split": split,
         "scores": scores,
+        "train_seconds": {label: training_seconds(folder) for label, folder in models.items()},
         "eval_seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def training_seconds(folder: Path) -> float | None:
+    """How long a zoo model's own training stage took (from its ``training.json``), if recorded."""
+    info = Path(folder) / "training.json"
+    if not info.is_file():
+        return None
+    seconds = json.loads(info.read_text()).get("seconds")
+    return round(seconds, 1) if seconds is not None else None
 
 
 def render(report: dict) -> Any:
@@ -50,9 +61,12 @@ def render(report: dict) -> Any:
     tasks = [*report["held_in"], *report["held_out"]]
     for task in tasks:
         table.add_column(task + ("" if task in report["held_in"] else "*"), justify="right")
+    table.add_column("train s", justify="right")
+    seconds = report.get("train_seconds", {})
     for label, by_task in report["scores"].items():
-        table.add_row(label, *[f"{by_task[t]:.2f}" for t in tasks])
-    table.caption = "* held-out: no expert trained on it"
+        took = seconds.get(label)
+        table.add_row(label, *[f"{by_task[t]:.2f}" for t in tasks], "" if took is None else f"{took:.0f}")
+    table.caption = "* held-out: no expert trained on it; train s: the model's own training stage"
     return table
 
 

@@ -74,7 +74,7 @@ RECIPES: dict[str, ZooRecipe] = {
     "demo": _recipe("xs", 600, 800, pretrain_lr=3e-3, tune_lr=3e-3, instruct_steps=400),
     "xs": _recipe("xs", pretrain_steps=3000, tune_steps=1000, pretrain_lr=3e-3, tune_lr=3e-3),
     "s": _recipe(
-        "s", 3000, 3000, pretrain_lr=2e-3, tune_lr=2e-3, expert_steps={"key_lookup": 8000, "char_count": 6000}
+        "s", 3000, 3000, pretrain_lr=2e-3, tune_lr=2e-3, expert_steps={"key_lookup": 8000, "char_count": 8000}
     ),
     "m": _recipe("m", pretrain_steps=4000, tune_steps=1000, pretrain_lr=1e-3, tune_lr=1e-3),
     "l": _recipe("l", pretrain_steps=6000, tune_steps=1000, pretrain_lr=6e-4, tune_lr=6e-4),
