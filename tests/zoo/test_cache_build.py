@@ -182,3 +182,18 @@ def test_zoo_report_scores_every_model_and_records_training_time(tmp_path):
     console.print(zoo_report.render(report))
     text = console.export_text()
     assert "train s" in text and "addition_words*" in text
+
+
+def test_graft_zoo_build_prints_the_table_and_writes_json(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from graftkit.cli import app
+
+    monkeypatch.setenv("GRAFTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(build.RECIPES, "xs", RECIPE)
+    args = ["zoo", "build", "--size", "xs", "--bases", "pretrained", "--families", "addition", "--no-multitask"]
+    result = CliRunner().invoke(app, [*args, "--n", "4", "--json", str(tmp_path / "zoo.json")])
+    assert result.exit_code == 0, result.output
+    assert "zoo 'xs': exact match" in result.output and "multitask" not in result.output
+    report = json.loads((tmp_path / "zoo.json").read_text())
+    assert set(report["scores"]) == {"pretrained", "pretrained/expert:addition"}
