@@ -150,10 +150,10 @@ def test_build_zoo_validates_before_training(tmp_path):
     assert set(build.RECIPES) >= {"demo", "xs", "s", "m", "l", "xl", "xxl"}
 
 
-def test_expert_steps_override_one_family_only(tmp_path):
-    recipe = RECIPE.model_copy(update={"expert_steps": {"reversal": 5}})
+def test_expert_overrides_change_one_family_only(tmp_path):
+    recipe = RECIPE.model_copy(update={"expert_overrides": {"reversal": {"steps": 5, "lr": 1e-3}}})
     assert recipe.expert_config("addition") == TINY
-    assert recipe.expert_config("reversal").steps == 5
+    assert recipe.expert_config("reversal") == TINY.model_copy(update={"steps": 5, "lr": 1e-3, "warmup_steps": 0})
     man = build_zoo(
         "xs", ("pretrained",), ["addition", "reversal"], multitask=False, recipe=recipe, cache=Cache(tmp_path)
     )

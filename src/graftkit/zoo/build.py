@@ -34,15 +34,19 @@ class ZooRecipe(BaseModel):
     instruct: TrainConfig
     expert: TrainConfig
     multitask: TrainConfig
-    expert_steps: dict[str, int] = {}
-    """Families whose experts need more (or fewer) steps than ``expert.steps``."""
+    expert_overrides: dict[str, dict[str, float]] = {}
+    """``{family: {TrainConfig field: value}}`` for families whose experts need another budget than
+    ``expert`` (a new ``steps`` also sets ``warmup_steps`` to 5 % of it)."""
 
     def expert_config(self, family: str) -> TrainConfig:
-        """The expert training configuration of one family (``expert`` with its step count)."""
-        steps = self.expert_steps.get(family)
-        if steps is None:
+        """The expert training configuration of one family: ``expert`` with its overrides."""
+        update = dict(self.expert_overrides.get(family, {}))
+        if not update:
             return self.expert
-        return self.expert.model_copy(update={"steps": steps, "warmup_steps": steps // 20})
+        if "steps" in update:
+            update["steps"] = int(update["steps"])
+            update.setdefault("warmup_steps", update["steps"] // 20)
+        return TrainConfig.model_validate({**self.expert.model_dump(), **update})
 
 
 def _recipe(
@@ -52,7 +56,7 @@ def _recipe(
     pretrain_lr: float,
     tune_lr: float,
     instruct_steps: int | None = None,
-    expert_steps: dict[str, int] | None = None,
+    expert_overrides: dict[str, dict[str, float]] | None = None,
 ) -> ZooRecipe:
     """Experts run ``tune_steps`` at ``tune_lr``, instruction tuning ``instruct_steps`` (default the
     same) and the multitask baseline 4× as long."""
@@ -66,7 +70,7 @@ def _recipe(
         instruct=cfg(instruct_steps or tune_steps, tune_lr),
         expert=cfg(tune_steps, tune_lr),
         multitask=cfg(4 * tune_steps, tune_lr),
-        expert_steps=expert_steps or {},
+        expert_overrides=expert_overrides or {},
     )
 
 
@@ -74,7 +78,12 @@ RECIPES: dict[str, ZooRecipe] = {
     "demo": _recipe("xs", 600, 800, pretrain_lr=3e-3, tune_lr=3e-3, instruct_steps=400),
     "xs": _recipe("xs", pretrain_steps=3000, tune_steps=1000, pretrain_lr=3e-3, tune_lr=3e-3),
     "s": _recipe(
-        "s", 3000, 3000, pretrain_lr=2e-3, tune_lr=2e-3, expert_steps={"key_lookup": 8000, "char_count": 8000}
+        "s",
+        pretrain_steps=3000,
+        tune_steps=3000,
+        pretrain_lr=2e-3,
+        tune_lr=2e-3,
+        expert_overrides={"key_lookup": {"steps": 8000, "lr": 3e-3}, "char_count": {"steps": 8000}},
     ),
     "m": _recipe("m", pretrain_steps=4000, tune_steps=1000, pretrain_lr=1e-3, tune_lr=1e-3),
     "l": _recipe("l", pretrain_steps=6000, tune_steps=1000, pretrain_lr=6e-4, tune_lr=6e-4),
