@@ -63,6 +63,9 @@ def test_prompt_format_and_answer(name):
 
 def test_held_in_answers_are_right():
     ex = {n: TASKS.get(n).examples("test", 20) for n in tasks_of_kind("held_in")}
+    for e in ex["modulo"]:
+        a, m = e.prompt.split("\n")[1].split("%")
+        assert int(e.answer) == int(a) % int(m) and 100 % int(m) == 0
     for e in ex["addition"]:
         a, b = e.prompt.split("\n")[1].split("+")
         assert int(e.answer) == int(a) + int(b)
@@ -70,7 +73,7 @@ def test_held_in_answers_are_right():
         assert e.answer == e.prompt.split("\n")[1][::-1]
     for e in ex["key_lookup"]:
         pairs, key = e.prompt.split("\n")[1].split(";")
-        assert dict(p.split("=") for p in pairs.split(","))[key] == e.answer
+        assert e.answer == f"{key}={dict(p.split('=') for p in pairs.split(','))[key]}"
 
 
 def test_kv_table_split_is_disjoint_20_80():

@@ -83,7 +83,7 @@ RECIPES: dict[str, ZooRecipe] = {
         tune_steps=3000,
         pretrain_lr=2e-3,
         tune_lr=2e-3,
-        expert_overrides={"key_lookup": {"steps": 8000, "lr": 3e-3}, "char_count": {"steps": 8000}},
+        expert_overrides={"key_lookup": {"steps": 6000}, "char_count": {"steps": 8000}},
     ),
     "m": _recipe("m", pretrain_steps=4000, tune_steps=1000, pretrain_lr=1e-3, tune_lr=1e-3),
     "l": _recipe("l", pretrain_steps=6000, tune_steps=1000, pretrain_lr=6e-4, tune_lr=6e-4),

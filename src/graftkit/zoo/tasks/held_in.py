@@ -63,15 +63,21 @@ class CharCount(HeldIn):
 
 @register_task
 class KeyLookup(HeldIn):
-    """Look a key up in a list given in the prompt: ``"a=3,k=7;k"`` → ``"7"``."""
+    """Look a key up in a list given in the prompt and write its entry: ``"a=3,k=7;k"`` → ``"k=7"``.
+
+    Writing the entry as the list does makes the answer a literal repetition (``k=`` is followed
+    by ``7`` in the list), the pattern attention learns to copy. (Revision 0 answered the bare
+    value, ``"7"``: 1M-parameter experts stayed at 40–43 % after 8,000 steps.)
+    """
 
     name = "key_lookup"
     instruction = "lookup"
+    revision = 1
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         pairs = kv_pairs(rng, 3, 5)
         key = rng.choice(list(pairs))
-        return f"{kv_text(pairs)};{key}", str(pairs[key])
+        return f"{kv_text(pairs)};{key}", f"{key}={pairs[key]}"
 
 
 @register_task
