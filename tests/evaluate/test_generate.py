@@ -64,9 +64,7 @@ def test_prompt_encoding_matches_the_zoo_tokenizer(tokenizer):
 
 
 def _generate(model, rows, tokenizer, eos=None):
-    return greedy_generate(
-        model, rows, max_new_tokens=10, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
-    )
+    return greedy_generate(model, rows, max_new_tokens=10, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

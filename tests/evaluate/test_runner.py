@@ -72,9 +72,7 @@ def test_run_eval_loads_prints_and_writes_json(tmp_path, monkeypatch, tokenizer,
     # Loading from the folder gives what the in-memory model gives.
     in_memory = runner.evaluate_model(llama, TASKS, n=4, tokenizer=tokenizer, registry=registry)
     assert [s.model for s in scores] == [str(path)] * 2
-    assert [(s.correct, s.loss) for s in scores] == [
-        (s.correct, pytest.approx(s.loss, abs=1e-4)) for s in in_memory
-    ]
+    assert [(s.correct, s.loss) for s in scores] == [(s.correct, pytest.approx(s.loss, abs=1e-4)) for s in in_memory]
 
 
 def test_default_registry_is_the_zoos():

@@ -99,9 +99,7 @@ def test_index_disagrees_with_shard(tiny_llama: tuple[Path, dict], tmp_path: Pat
     index_path = folder / "model.safetensors.index.json"
     index = json.loads(index_path.read_text())
     shards = sorted(set(index["weight_map"].values()))
-    index["weight_map"]["lm_head.weight"] = next(
-        s for s in shards if s != index["weight_map"]["lm_head.weight"]
-    )
+    index["weight_map"]["lm_head.weight"] = next(s for s in shards if s != index["weight_map"]["lm_head.weight"])
     index_path.write_text(json.dumps(index))
     _open_fails(folder, folder, "lm_head.weight")
 

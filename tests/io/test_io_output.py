@@ -136,7 +136,5 @@ def test_disk_helpers(tmp_path: Path) -> None:
     entries = [("a", (1000,), torch.float32), ("b", (10, 10), torch.bfloat16)]
     est = estimate_output_bytes(entries)
     assert 4200 <= est < 4200 + 8192
-    assert free_disk_bytes(tmp_path / "not" / "yet" / "made") == pytest.approx(
-        free_disk_bytes(tmp_path), rel=0.01
-    )
+    assert free_disk_bytes(tmp_path / "not" / "yet" / "made") == pytest.approx(free_disk_bytes(tmp_path), rel=0.01)
     assert free_disk_bytes(tmp_path) > 0

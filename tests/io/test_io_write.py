@@ -36,9 +36,7 @@ def _load_folder(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _write_all(
-    out: Path, sd: dict[str, torch.Tensor], max_shard: int, order: list[str] | None = None
-) -> None:
+def _write_all(out: Path, sd: dict[str, torch.Tensor], max_shard: int, order: list[str] | None = None) -> None:
     with ShardedWriter(out, _entries(sd), max_shard) as w:
         for name in order or list(sd):
             w.write(name, sd[name])
@@ -90,9 +88,7 @@ def test_many_shards_and_oversized_tensor(tmp_path: Path) -> None:
     out = tmp_path / "out"
     index = json.loads((out / "model.safetensors.index.json").read_text())
     shards = sorted(out.glob("*.safetensors"))
-    assert [p.name for p in shards] == shard_file_names(len(plan_shards(_entries(sd), 400))) and len(
-        shards
-    ) >= 4
+    assert [p.name for p in shards] == shard_file_names(len(plan_shards(_entries(sd), 400))) and len(shards) >= 4
     assert index["metadata"]["total_size"] == sum(v.numel() * v.element_size() for v in sd.values())
     assert set(index["weight_map"]) == set(sd)
     assert [k for k, f in index["weight_map"].items() if f == index["weight_map"]["huge"]] == ["huge"]
@@ -165,9 +161,7 @@ def test_context_manager_reports_missing(tmp_path: Path) -> None:
         pass
 
 
-def test_write_neither_reads_back_nor_keeps_the_tensor(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_write_neither_reads_back_nor_keeps_the_tensor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_reads(*args: object, **kwargs: object) -> None:
         raise AssertionError("the writer read from a file")
 

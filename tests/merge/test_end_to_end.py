@@ -20,14 +20,10 @@ from graftkit.methods.rng import expert_seed, uniform
 runner = CliRunner()
 
 
-def write_recipe(
-    path: Path, method: str, base: Path | None, experts: list[Path], params=None, **extra
-) -> Path:
+def write_recipe(path: Path, method: str, base: Path | None, experts: list[Path], params=None, **extra) -> Path:
     recipe = {
         "merge_method": method,
-        "models": [
-            {"model": str(e), "parameters": (params or [{}] * len(experts))[i]} for i, e in enumerate(experts)
-        ],
+        "models": [{"model": str(e), "parameters": (params or [{}] * len(experts))[i]} for i, e in enumerate(experts)],
         **({"base_model": str(base)} if base else {}),
         **extra,
     }
@@ -88,9 +84,7 @@ def auto_class(arch: str):
 def test_cli_merge_matches_reference(family, method, tmp_path):
     arch, base, experts = family
     per_expert, global_params = PARAMS[method]
-    recipe = write_recipe(
-        tmp_path / "r.yaml", method, base, experts, per_expert, parameters=global_params, seed=7
-    )
+    recipe = write_recipe(tmp_path / "r.yaml", method, base, experts, per_expert, parameters=global_params, seed=7)
     graft("merge", recipe, "-o", tmp_path / "out", "--no-progress")
     model = auto_class(arch).from_pretrained(tmp_path / "out")
     assert model is not None
@@ -167,9 +161,7 @@ def test_bin_input(tmp_path):
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
-    }
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def test_same_recipe_and_seed_give_identical_bytes_across_threads(tmp_path, llama_family):

@@ -29,9 +29,7 @@ def test_streams_are_independent():
 
 def _dare(name: str, tensor_name: str, experts, base) -> torch.Tensor:
     n = len(experts)
-    return run_method(
-        name, experts, base=base, weights=(1.0,) * n, seeds=seeds_for(n, tensor_name), params={}
-    )
+    return run_method(name, experts, base=base, weights=(1.0,) * n, seeds=seeds_for(n, tensor_name), params={})
 
 
 def test_same_seeds_give_identical_bytes(trio):

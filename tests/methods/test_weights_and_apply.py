@@ -78,9 +78,7 @@ def test_model_counts_and_base_are_checked(trio):
 
 def test_per_expert_density_applies_to_each_expert(trio):
     base, experts = trio
-    out = run_method(
-        "magnitude_prune", experts[:2], base=base, weights=(1.0, 0.0), params={"density": (1.0, 0.1)}
-    )
+    out = run_method("magnitude_prune", experts[:2], base=base, weights=(1.0, 0.0), params={"density": (1.0, 0.1)})
     torch.testing.assert_close(out, experts[0])  # expert 0 kept whole, expert 1 weighted 0
 
 
@@ -88,9 +86,7 @@ def test_dare_prestep_replaces_experts_by_base_plus_dare(trio):
     base, experts = trio
     seeds = seeds_for(3)
     dare = {"density": 0.4, "rescale": "paper"}
-    via_prestep = run_method(
-        "task_arithmetic", experts, base=base, weights=(1.0,) * 3, seeds=seeds, dare=dare
-    )
+    via_prestep = run_method("task_arithmetic", experts, base=base, weights=(1.0,) * 3, seeds=seeds, dare=dare)
     direct = run_method("dare_linear", experts, base=base, weights=(1.0,) * 3, seeds=seeds, params=dare)
     plain = run_method("task_arithmetic", experts, base=base, weights=(1.0,) * 3)
     torch.testing.assert_close(via_prestep, direct)
@@ -108,13 +104,9 @@ def test_dare_prestep_density_1_changes_nothing(trio):
 def test_dare_prestep_is_refused_where_it_does_not_apply(trio):
     base, experts = trio
     with pytest.raises(ValueError, match="dare"):
-        run_method(
-            "slerp", experts[:2], base=base, weights=(1.0, 1.0), seeds=seeds_for(2), dare={"density": 0.5}
-        )
+        run_method("slerp", experts[:2], base=base, weights=(1.0, 1.0), seeds=seeds_for(2), dare={"density": 0.5})
     with pytest.raises(ValueError, match="dare"):
-        run_method(
-            "linear", experts, base=None, weights=(1.0,) * 3, seeds=seeds_for(3), dare={"density": 0.5}
-        )
+        run_method("linear", experts, base=None, weights=(1.0,) * 3, seeds=seeds_for(3), dare={"density": 0.5})
 
 
 def test_inputs_are_not_modified(trio):
