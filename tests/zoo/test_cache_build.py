@@ -182,6 +182,8 @@ def test_zoo_report_scores_every_model_and_records_training_time(tmp_path):
     console.print(zoo_report.render(report))
     text = console.export_text()
     assert "train s" in text and "addition_words*" in text
+    table = zoo_report.markdown(report).splitlines()
+    assert table[0] == "| model | addition | addition_words* | train s |" and len(table) == 2 + len(labels)
 
 
 def test_graft_zoo_build_prints_the_table_and_writes_json(tmp_path, monkeypatch):

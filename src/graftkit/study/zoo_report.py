@@ -70,6 +70,19 @@ def render(report: dict) -> Any:
     return table
 
 
+def markdown(report: dict) -> str:
+    """The score table as markdown: one row per model, one column per task, then training time."""
+    tasks = [*report["held_in"], *report["held_out"]]
+    head = ["model", *[t if t in report["held_in"] else f"{t}*" for t in tasks], "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    seconds = report.get("train_seconds", {})
+    for label, by_task in report["scores"].items():
+        took = seconds.get(label)
+        cells = [f"{by_task[t]:.2f}" for t in tasks] + ["" if took is None else f"{took:.0f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def save(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))
