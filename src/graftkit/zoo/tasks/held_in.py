@@ -66,8 +66,10 @@ class KeyLookup(HeldIn):
     """Look a key up in a list given in the prompt and write its entry: ``"a=3,k=7;k"`` → ``"k=7"``.
 
     Writing the entry as the list does makes the answer a literal repetition (``k=`` is followed
-    by ``7`` in the list), the pattern attention learns to copy. (Revision 0 answered the bare
-    value, ``"7"``: 1M-parameter experts stayed at 40–43 % after 8,000 steps.)
+    by ``7`` in the list), the pattern induction heads copy. Revision 0 answered the bare value,
+    ``"7"``. Neither trains to 90 % at size ``s`` (1M parameters): revision 0 reached 40 % in
+    3,000 steps and 43 % in 8,000 (lr 3e-3), revision 1 40 % in 6,000: the matching circuit does
+    not form in that budget.
     """
 
     name = "key_lookup"
