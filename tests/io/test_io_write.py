@@ -196,3 +196,23 @@ def test_journal_records_finished_tensors(tmp_path: Path) -> None:
     w.write("a", sd["a"])
     w.finish()
     assert not (tmp_path / JOURNAL_FILE).exists()
+
+
+def test_tensors_computed_into_their_destination_equal_written_ones(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(3)
+    sd = {f"t{i}": torch.randn(5 + i, 7, generator=gen) for i in range(6)} | {"empty": torch.zeros(0)}
+    with ShardedWriter(tmp_path / "written", _entries(sd), 400, journal=True) as w:
+        for name, tensor in sd.items():
+            w.write(name, tensor)
+        journal_written = read_journal(tmp_path / "written")
+    with ShardedWriter(tmp_path / "mapped", _entries(sd), 400, journal=True) as w:
+        for name, tensor in sd.items():
+            place = w.destination(name)
+            assert place.shape == tensor.shape and place.dtype == tensor.dtype
+            torch.mul(tensor, 1.0, out=place)
+            w.commit(name, place)
+            with pytest.raises(CheckpointError, match="written twice"):
+                w.destination(name)
+        assert read_journal(tmp_path / "mapped") == journal_written
+    written = {p.name: p.read_bytes() for p in (tmp_path / "written").iterdir()}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "mapped").iterdir()} == written

@@ -9,6 +9,7 @@ and ``pwrite`` (explicit offsets, no shared file position) lets several threads 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import threading
 import zlib
@@ -112,8 +113,9 @@ class ShardedWriter:
         header = build_header(layout, metadata)
         size = len(header) + (layout[-1][4] if layout else 0)
         keep = resume and _has_header(path, header, size)
-        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0) | (0 if keep else os.O_TRUNC)
-        # Write-only: the writer cannot read a shard back, by construction (resume reads separately).
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0) | (0 if keep else os.O_TRUNC)
+        # Read-write only because a memory map to write into (destination) needs it; write() never
+        # reads a shard back (resume reads separately).
         fd = os.open(path, flags, 0o644)
         self._fds.append(fd)
         if not keep:
@@ -146,17 +148,61 @@ class ShardedWriter:
         Raises:
             CheckpointError: unknown name, second write, or shape/dtype different from the plan.
         """
+        slot = self._claim(name, tuple(tensor.shape), tensor.dtype)
+        try:
+            # (numel,) bytes of the tensor, zero-copy for contiguous CPU tensors of any dtype.
+            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+            _pwrite_all(slot.fd, memoryview(data), slot.offset)
+            self._record(name, slot, data)
+        finally:
+            with self._lock:
+                self._busy.discard(name)
+
+    def destination(self, name: str) -> torch.Tensor:
+        """A writable view of a planned tensor's place in its shard, to compute the tensor into.
+
+        The view is a shared memory map of the file: what is stored in it lands in the page cache
+        directly, with no output buffer to allocate and no copy to write. Call :meth:`commit`
+        when it holds the final values. Thread-safe.
+
+        Returns:
+            A CPU tensor of the planned shape and dtype (its values are undefined until filled).
+        """
         slot = self._slots.get(name)
         if slot is None:
-            raise CheckpointError(
-                f"{self.out_dir}: tensor {name!r} is not in the output plan, so it has no place in any "
-                "shard. Add it to the entries the ShardedWriter was created with."
-            )
-        if tuple(tensor.shape) != slot.shape or tensor.dtype != slot.dtype:
+            self._unplanned(name)
+        slot = self._claim(name, slot.shape, slot.dtype)
+        if slot.nbytes == 0:
+            return torch.empty(slot.shape, dtype=slot.dtype)
+        start = slot.offset - slot.offset % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(slot.fd, slot.offset + slot.nbytes - start, offset=start, access=mmap.ACCESS_WRITE)
+        flat = torch.frombuffer(mapped, dtype=torch.uint8, count=slot.nbytes, offset=slot.offset - start)
+        return flat.view(slot.dtype).view(slot.shape)
+
+    def commit(self, name: str, tensor: torch.Tensor) -> None:
+        """Mark a tensor computed into :meth:`destination` as written (journal, write-back)."""
+        slot = self._slots[name]
+        try:
+            self._record(name, slot, tensor.reshape(-1).view(torch.uint8).numpy())
+        finally:
+            with self._lock:
+                self._busy.discard(name)
+
+    def _unplanned(self, name: str) -> None:
+        raise CheckpointError(
+            f"{self.out_dir}: tensor {name!r} is not in the output plan, so it has no place in any "
+            "shard. Add it to the entries the ShardedWriter was created with."
+        )
+
+    def _claim(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> _Slot:
+        """Check ``name`` may be written now with this shape and dtype, and mark it busy."""
+        slot = self._slots.get(name)
+        if slot is None:
+            self._unplanned(name)
+        if shape != slot.shape or dtype != slot.dtype:
             raise CheckpointError(
                 f"{slot.path}: tensor {name!r} was planned as {slot.dtype} {list(slot.shape)} but the "
-                f"tensor written is {tensor.dtype} {list(tensor.shape)}. Cast or reshape it to the plan, "
-                "or fix the plan."
+                f"tensor written is {dtype} {list(shape)}. Cast or reshape it to the plan, or fix the plan."
             )
         with self._lock:
             if self._done:
@@ -164,18 +210,13 @@ class ShardedWriter:
             if name in self._written or name in self._busy:
                 raise CheckpointError(f"{slot.path}: tensor {name!r} is written twice. Write each tensor once.")
             self._busy.add(name)
-        try:
-            # (numel,) bytes of the tensor, zero-copy for contiguous CPU tensors of any dtype.
-            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-            _pwrite_all(slot.fd, memoryview(data), slot.offset)
-            if self._durable:
-                _start_writeback(slot.fd, slot.offset, slot.nbytes)
-            line = None
-            if self._journal is not None:
-                line = json.dumps({"name": name, "crc32": checksum(data)}) + "\n"
-        finally:
-            with self._lock:
-                self._busy.discard(name)
+        return slot
+
+    def _record(self, name: str, slot: _Slot, data) -> None:
+        """After a tensor's bytes are in place: start write-back, journal its CRC-32, mark it written."""
+        if self._durable:
+            _start_writeback(slot.fd, slot.offset, slot.nbytes)
+        line = json.dumps({"name": name, "crc32": checksum(data)}) + "\n" if self._journal is not None else None
         with self._lock:
             self._written.add(name)
             if line is not None and self._journal is not None:

@@ -59,10 +59,12 @@ def execute(
         pending_write: Future[None] | None = None
         check_output = plan.resolved.spec.dense and plan.resolved.recipe.dare is None
         for inputs in _read_ahead(plan, jobs, readers, prefetch):
-            merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device)
+            into = _destination(plan, inputs.job, sink, device)
+            merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device, out=into)
             if pending_write is not None:
                 _finish_write(plan, pending_write)
-            pending_write = writer.submit(_write, sink, inputs.job, merged, check_output and inputs.job.merge)
+            check = check_output and inputs.job.merge
+            pending_write = writer.submit(_write, sink, inputs.job, merged, check, into is not None)
             if on_tensor is not None:
                 on_tensor(inputs.job)
         if pending_write is not None:
@@ -74,11 +76,30 @@ class _NonFiniteOutput(Exception):
         self.job = job
 
 
-def _write(sink: TensorSink, job: TensorJob, merged: torch.Tensor, check: bool) -> None:
-    """On the writer thread: check a dense method's output for NaN/Inf (one pass), then write."""
+def _write(sink: TensorSink, job: TensorJob, merged: torch.Tensor, check: bool, in_place: bool) -> None:
+    """On the writer thread: check a dense method's output for NaN/Inf (one pass), then write it
+    (or, when it was computed in its place in the output, commit it)."""
     if check and merged.is_floating_point() and not _all_finite(merged):
         raise _NonFiniteOutput(job)
-    sink.write(job.name, merged)
+    if in_place:
+        sink.commit(job.name, merged)  # type: ignore[attr-defined]
+    else:
+        sink.write(job.name, merged)
+
+
+def _destination(plan: MergePlan, job: TensorJob, sink: TensorSink, device: torch.device) -> torch.Tensor | None:
+    """The tensor's place in the output (a shard's memory map) to compute it into, or None.
+
+    Only when the method can write into a given tensor, nothing follows it (no DARE pre-step, no
+    cast: float32 out) and the sink offers places; this skips allocating a fresh output tensor and
+    copying it into the file, the two largest costs of a linear merge.
+    """
+    resolved = plan.resolved
+    eligible = resolved.spec.takes_out and resolved.recipe.dare is None and job.merge
+    if not eligible or device.type != "cpu" or job.out_dtype != torch.float32:
+        return None
+    destination = getattr(sink, "destination", None)
+    return destination(job.name) if destination is not None else None
 
 
 def _finish_write(plan: MergePlan, pending: Future[None]) -> None:
@@ -96,8 +117,10 @@ def merge_one(
     base: torch.Tensor | None,
     experts: list[torch.Tensor],
     device: torch.device,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Merge one tensor's inputs (storage dtype, CPU) into its output (``job.out_dtype``, CPU)."""
+    """Merge one tensor's inputs (storage dtype, CPU) into its output (``job.out_dtype``, CPU),
+    or into ``out`` (float32, CPU) for methods that take one."""
     if not job.merge:
         return base if base is not None else experts[0]
     resolved = plan.resolved
@@ -133,8 +156,9 @@ def merge_one(
         seeds=seeds,
         params={**params, **per_expert},
         dare=dare,
+        out=out,
     )
-    return merged.to(device="cpu", dtype=job.out_dtype)
+    return merged if out is not None else merged.to(device="cpu", dtype=job.out_dtype)
 
 
 def _default(plan: MergePlan, name: str):

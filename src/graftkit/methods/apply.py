@@ -81,6 +81,7 @@ def run_method(
     params: Mapping[str, Any] | None = None,
     dare: Mapping[str, Any] | None = None,
     out_dtype: torch.dtype | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Merge one tensor with a registered method.
 
@@ -99,6 +100,8 @@ def run_method(
             each expert by ``b + DARE(x_i − b)`` first (needs a base; draws from the ``"dare"``
             stream of each seed, the same as ``dare_linear``/``dare_ties``).
         out_dtype: dtype of the result; None keeps float32.
+        out: a float32 tensor of the result's shape to write the result into; only for methods
+            with ``takes_out`` and without ``dare``.
 
     Returns:
         (S) merged tensor of ``out_dtype``.
@@ -111,11 +114,14 @@ def run_method(
         raise ValueError(f"{spec.name} divides by the sum of the weights, which is 0")
     if (spec.randomized or dare) and len(seeds) != n:
         raise ValueError(f"{spec.name} needs {n} seeds, got {len(seeds)}")
+    if out is not None and (not spec.takes_out or dare or out.dtype != torch.float32):
+        raise ValueError(f"{spec.name}: out= needs a method that takes it, no dare pre-step and a float32 out")
     xs = [x.float() for x in experts]
     b = None if base is None else base.float()
     if dare:
         if not spec.accepts_dare or b is None:
             raise ValueError(f"{spec.name} cannot take the dare pre-step (it needs a base model)")
         xs = _dare_prestep(xs, b, seeds, dare)
-    out = spec.fn(xs, base=b, weights=tuple(weights), seeds=tuple(seeds), **resolved)
-    return out if out_dtype is None else out.to(out_dtype)
+    into = {"out": out} if out is not None else {}
+    merged = spec.fn(xs, base=b, weights=tuple(weights), seeds=tuple(seeds), **resolved, **into)
+    return merged if out_dtype is None else merged.to(out_dtype)

@@ -17,6 +17,7 @@ def linear(
     weights: Sequence[float],
     seeds: Sequence[int] = (),
     normalize: bool = True,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``θ = Σ w_i x_i / Σ w_i`` (``normalize``), or ``Σ w_i x_i``.
 
@@ -26,9 +27,10 @@ def linear(
         weights: N weights ``w_i``; with ``normalize`` their sum must not be 0.
         seeds: ignored.
         normalize: divide by ``Σ w_i``.
+        out: optional (S) float32 tensor to write the result into.
 
     Returns:
-        (S) float32 tensor.
+        (S) float32 tensor (``out`` when given).
     """
     if len(weights) != len(experts) or not experts:
         raise ValueError(f"{len(weights)} weights for {len(experts)} experts")
@@ -36,10 +38,10 @@ def linear(
     if normalize and total == 0:
         raise ValueError("linear with normalize: the weights sum to 0")
     if len(experts) > 1 and weights[0] == 1:
-        out = torch.add(experts[0], experts[1], alpha=weights[1])  # (S), one pass for the first two
+        out = torch.add(experts[0], experts[1], alpha=weights[1], out=out)  # (S), one pass for the first two
         rest = zip(experts[2:], weights[2:], strict=True)
     else:
-        out = experts[0] * weights[0]  # (S), a new tensor
+        out = torch.mul(experts[0], weights[0], out=out)  # (S), a new tensor unless out is given
         rest = zip(experts[1:], weights[1:], strict=True)
     for x, w in rest:
         out.add_(x, alpha=w)
@@ -57,5 +59,6 @@ METHODS.add(
         needs_base=False,
         normalizes_weights=lambda params: bool(params.get("normalize", True)),
         dense=True,
+        takes_out=True,
     ),
 )

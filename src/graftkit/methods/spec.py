@@ -101,6 +101,8 @@ class MethodSpec:
         dense: every input entry reaches the output through arithmetic (no entry is dropped),
             so a NaN/Inf in any input shows in the output: the executor then checks the output
             alone instead of every input.
+        takes_out: ``fn`` accepts ``out=``, a float32 tensor of the result's shape that it writes
+            the result into (and returns), so the caller can choose where the result lives.
         check_params: cross-parameter check on resolved values (each parameter a scalar, or a
             tuple of N for per-expert ones); returns why they are not acceptable, or None.
     """
@@ -117,6 +119,7 @@ class MethodSpec:
     normalizes_weights: Callable[[dict[str, Any]], bool] = field(default=lambda params: False)
     accepts_dare: bool = True
     dense: bool = False
+    takes_out: bool = False
     check_params: Callable[[dict[str, Any]], str | None] = field(default=lambda params: None)
 
     def param(self, name: str) -> ParamSpec | None:
