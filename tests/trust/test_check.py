@@ -18,15 +18,6 @@ from graftkit.inspect_cli import check_command, inspect_command
 from graftkit.zoo.tokenizer import build_tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on shared CPUs: one thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(tokenizer) -> LlamaConfig:
     return tiny_llama_config(
         num_hidden_layers=2,

@@ -28,14 +28,6 @@ EMBED, HEAD = "model.embed_tokens.weight", "lm_head.weight"
 Q0 = "model.layers.0.self_attn.q_proj.weight"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def family(tmp_path_factory) -> tuple[Path, list[Path]]:
     """A tiny untied Llama base (3 layers, hidden 32) and two experts."""

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
 import torch
 
@@ -168,10 +169,8 @@ class ShardedWriter:
         Returns:
             A CPU tensor of the planned shape and dtype (its values are undefined until filled).
         """
-        slot = self._slots.get(name)
-        if slot is None:
-            self._unplanned(name)
-        slot = self._claim(name, slot.shape, slot.dtype)
+        planned = self._slots.get(name)
+        slot = self._claim(name, planned.shape, planned.dtype) if planned else self._unplanned(name)
         if slot.nbytes == 0:
             return torch.empty(slot.shape, dtype=slot.dtype)
         start = slot.offset - slot.offset % mmap.ALLOCATIONGRANULARITY
@@ -188,7 +187,7 @@ class ShardedWriter:
             with self._lock:
                 self._busy.discard(name)
 
-    def _unplanned(self, name: str) -> None:
+    def _unplanned(self, name: str) -> NoReturn:
         raise CheckpointError(
             f"{self.out_dir}: tensor {name!r} is not in the output plan, so it has no place in any "
             "shard. Add it to the entries the ShardedWriter was created with."
