@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from tinylm import VOCAB, tiny_gpt2, tiny_llama
+from tinylm import VOCAB, char_tokenizer, tiny_gpt2, tiny_llama
 
 # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two threads
 # spinning against other processes make decoding loops ~100x slower.
@@ -34,3 +36,16 @@ def gpt2_augment():
 @pytest.fixture
 def tokens():
     return torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(7))
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """Saved tiny anchor (Llama) and augment (GPT-2) with a char tokenizer, and sum examples."""
+    tok = char_tokenizer()
+    for name, model in (("anchor", tiny_llama(0)), ("augment", tiny_gpt2(3))):
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    rows = [{"prompt": f"{a}+{b}=", "completion": str(a + b)} for a in range(6) for b in range(4)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
+    return tmp_path

@@ -6,25 +6,13 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from tinylm import char_tokenizer, tiny_gpt2, tiny_llama
+from tinylm import char_tokenizer
 
 from graftkit.compose import load_bridge
 from graftkit.compose.data import collate, tokenize
 from graftkit.compose.recipe import load_recipe
 from graftkit.compose.train import lr_factor, train_bridge
 from graftkit.errors import GraftError, RecipeError
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    tok = char_tokenizer()
-    for name, model in (("anchor", tiny_llama(0)), ("augment", tiny_gpt2(3))):
-        model.save_pretrained(tmp_path / name)
-        tok.save_pretrained(tmp_path / name)
-    rows = [{"prompt": f"{a}+{b}=", "completion": str(a + b)} for a in range(6) for b in range(4)]
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
-    return tmp_path
 
 
 def recipe(ws, out="out", **optim):

@@ -23,9 +23,10 @@ def places(monkeypatch):
     asked: list[str] = []
     real = ShardedWriter.destination
 
-    def spy(self, name):
+    def spy(self, name, **options):
         asked.append(name)
-        return real(self, name)
+        assert options == {"populate": True}  # faulted in on the read-ahead thread
+        return real(self, name, **options)
 
     monkeypatch.setattr(ShardedWriter, "destination", spy)
     return asked

@@ -5,6 +5,7 @@ Mount with ``app.add_typer(compose_app, name="compose")``. Heavy imports happen 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,8 @@ def train(
     from graftkit.compose.train import train_bridge
 
     out = train_bridge(recipe, overrides or [])
-    typer.echo(f"bridge written to {out}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
+        typer.echo(f"bridge written to {out}")
 
 
 @app.command()

@@ -9,7 +9,9 @@ Output folder::
       checkpoints/step-000500/          bridge files + trainer.pt (optimiser, schedule, step)
 
 Single process by default. Launched by ``accelerate launch`` / ``torchrun`` (``WORLD_SIZE > 1``) the
-bridge is wrapped by :mod:`accelerate` and each process takes its own micro-batches.
+bridge is wrapped by :mod:`accelerate` (NCCL on GPUs, gloo on CPUs) and each process takes its own
+micro-batches: N processes with accumulation k train exactly as one process with accumulation N·k
+(the same micro-batches, gradients averaged). Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def train_bridge(config: BridgeRecipe | str | Path | dict, overrides: list[str] 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import Accelerator
 
-        accelerator = Accelerator()
+        # Without cpu=True accelerate only sets up a process group on accelerators (gloo on CPU).
+        accelerator = Accelerator(cpu=recipe.device == "cpu" or not torch.cuda.is_available())
     world, rank = (accelerator.num_processes, accelerator.process_index) if accelerator else (1, 0)
     is_main = rank == 0
     if accelerator:
@@ -177,6 +180,8 @@ def train_bridge(config: BridgeRecipe | str | Path | dict, overrides: list[str] 
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
+            if accelerator:  # the loss of the whole step, not of this process's micro-batches
+                loss_sum = float(accelerator.reduce(torch.tensor(loss_sum, device=device), "mean"))
             tps = tokens * world / (time.perf_counter() - t0)
             progress.update(task, completed=done, loss=loss_sum, tps=tps)
             if is_main and (done % recipe.eval_every == 0 or done == opt_cfg.steps):

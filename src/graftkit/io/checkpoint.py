@@ -9,7 +9,6 @@ many tensors of one file at once through the same cached descriptor.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 from graftkit.errors import CheckpointError
 from graftkit.io.layout import Format, find_layout
+from graftkit.io.mapping import map_tensor
 from graftkit.io.pickle_bin import bin_infos, load_bin
 from graftkit.io.quant import detect_quantization
 from graftkit.io.st_header import read_header
@@ -135,13 +135,14 @@ class Checkpoint:
             _pread_into(self._fd(info.file), buf.numpy(), info.offset, info)
         return out
 
-    def read_mapped(self, name: str) -> torch.Tensor:
+    def read_mapped(self, name: str, *, populate: bool = False) -> torch.Tensor:
         """Map one tensor's bytes from the page cache without copying them (copy-on-write).
 
         Faster than :meth:`read` (no fresh allocation to fill, no copy): pages are mapped as the
         tensor is used. Writes to the tensor go to private pages, never to the file. The mapping
         covers this tensor only and is released with the tensor, so memory stays bounded by the
-        tensors alive, not by the file. ``.bin`` checkpoints fall back to :meth:`read`.
+        tensors alive, not by the file. ``.bin`` checkpoints fall back to :meth:`read`. With
+        ``populate`` every page is mapped now (see :func:`graftkit.io.mapping.map_tensor`).
 
         Returns:
             The tensor, shape ``tensors[name].shape``, in its storage dtype.
@@ -151,12 +152,9 @@ class Checkpoint:
             raise KeyError(f"{self.path}: no tensor named {name!r}")
         if info.offset < 0 or info.nbytes == 0:
             return self.read(name)
-        start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
-        mapped = mmap.mmap(
-            self._fd(info.file), info.offset + info.nbytes - start, offset=start, access=mmap.ACCESS_COPY
+        return map_tensor(
+            self._fd(info.file), info.offset, info.nbytes, info.dtype, info.shape, shared=False, populate=populate
         )
-        flat = torch.frombuffer(mapped, dtype=torch.uint8, count=info.nbytes, offset=info.offset - start)
-        return flat.view(info.dtype).view(info.shape)
 
     def close(self) -> None:
         """Close cached file descriptors and drop memory maps. Reading afterwards is an error."""

@@ -9,7 +9,6 @@ and ``pwrite`` (explicit offsets, no shared file position) lets several threads 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import threading
 import zlib
@@ -22,6 +21,7 @@ from typing import NoReturn
 import torch
 
 from graftkit.errors import CheckpointError
+from graftkit.io.mapping import map_tensor
 from graftkit.io.shards import INDEX_FILE, plan_shards, shard_file_names, shard_layout
 from graftkit.io.st_header import build_header
 from graftkit.io.tensor_info import SAFETENSORS_FROM_DTYPE, Shape
@@ -159,12 +159,13 @@ class ShardedWriter:
             with self._lock:
                 self._busy.discard(name)
 
-    def destination(self, name: str) -> torch.Tensor:
+    def destination(self, name: str, *, populate: bool = False) -> torch.Tensor:
         """A writable view of a planned tensor's place in its shard, to compute the tensor into.
 
         The view is a shared memory map of the file: what is stored in it lands in the page cache
         directly, with no output buffer to allocate and no copy to write. Call :meth:`commit`
-        when it holds the final values. Thread-safe.
+        when it holds the final values. Thread-safe. With ``populate`` the pages are faulted in
+        now, so the thread that fills them does not pay for it.
 
         Returns:
             A CPU tensor of the planned shape and dtype (its values are undefined until filled).
@@ -173,10 +174,7 @@ class ShardedWriter:
         slot = self._claim(name, planned.shape, planned.dtype) if planned else self._unplanned(name)
         if slot.nbytes == 0:
             return torch.empty(slot.shape, dtype=slot.dtype)
-        start = slot.offset - slot.offset % mmap.ALLOCATIONGRANULARITY
-        mapped = mmap.mmap(slot.fd, slot.offset + slot.nbytes - start, offset=start, access=mmap.ACCESS_WRITE)
-        flat = torch.frombuffer(mapped, dtype=torch.uint8, count=slot.nbytes, offset=slot.offset - start)
-        return flat.view(slot.dtype).view(slot.shape)
+        return map_tensor(slot.fd, slot.offset, slot.nbytes, slot.dtype, slot.shape, shared=True, populate=populate)
 
     def commit(self, name: str, tensor: torch.Tensor) -> None:
         """Mark a tensor computed into :meth:`destination` as written (journal, write-back)."""
