@@ -5,19 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 import torch
 
 from graftkit.io.mapping import map_tensor
 
 
-@pytest.mark.parametrize("populate", [False, True])
-def test_shared_map_writes_reach_the_file_at_the_offset(tmp_path: Path, populate: bool) -> None:
+def test_shared_map_writes_reach_the_file_at_the_offset(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     path.write_bytes(bytes(10_000))
     fd = os.open(path, os.O_RDWR)
     try:
-        t = map_tensor(fd, 4_100, 24, torch.float32, (2, 3), shared=True, populate=populate)
+        t = map_tensor(fd, 4_100, 24, torch.float32, (2, 3), shared=True)
         t.copy_(torch.arange(6, dtype=torch.float32).view(2, 3))
         del t
     finally:
@@ -27,14 +25,13 @@ def test_shared_map_writes_reach_the_file_at_the_offset(tmp_path: Path, populate
     assert data[:4_100] == bytes(4_100) and data[4_124:] == bytes(10_000 - 4_124)
 
 
-@pytest.mark.parametrize("populate", [False, True])
-def test_private_map_reads_the_bytes_and_keeps_writes_private(tmp_path: Path, populate: bool) -> None:
+def test_private_map_reads_the_bytes_and_keeps_writes_private(tmp_path: Path) -> None:
     path = tmp_path / "f.bin"
     values = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
     path.write_bytes(b"x" * 70_001 + values.numpy().tobytes())
     fd = os.open(path, os.O_RDONLY)
     try:
-        t = map_tensor(fd, 70_001, values.nbytes, torch.float32, (5, 7), shared=False, populate=populate)
+        t = map_tensor(fd, 70_001, values.nbytes, torch.float32, (5, 7), shared=False)
         assert torch.equal(t, values)
         t.zero_()
     finally:

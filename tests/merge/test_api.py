@@ -1,11 +1,13 @@
 """The Python API: graftkit.merge and graftkit.merge_state_dicts."""
 
+import pytest
 import torch
 from tests.conftest import perturbed, tiny_llama
 from tests.merge import reference as ref
 
 import graftkit
 import graftkit.merge.api  # noqa: F401  (importing the subpackage must not shadow the function)
+from graftkit.errors import GraftError
 
 
 def test_graftkit_merge_is_callable_after_the_subpackage_is_imported(tmp_path, llama_family):
@@ -36,3 +38,24 @@ def test_merge_state_dicts_tied_embeddings_share_storage_and_still_merge():
     assert torch.equal(merged["lm_head.weight"], merged["transformer.wte.weight"])
     model = type(base)(base.config)
     model.load_state_dict(merged)
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda_count", "message"),
+    [
+        ("cuda", 0, "sees no CUDA device"),
+        ("cuda:3", 2, "cuda:0 to cuda:1"),
+        ("gpu", 0, "Unknown device 'gpu'"),
+        ("mps", 0, "not supported for merging"),
+    ],
+)
+def test_merge_refuses_a_device_this_machine_lacks_before_writing(
+    tmp_path, llama_family, monkeypatch, device, cuda_count, message
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda_count)
+    base, experts = llama_family
+    recipe = {"merge_method": "linear", "models": [{"model": str(e)} for e in experts[:2]]}
+    with pytest.raises(GraftError, match=message):
+        graftkit.merge(recipe, tmp_path / "out", device=device, progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary folder

@@ -135,14 +135,13 @@ class Checkpoint:
             _pread_into(self._fd(info.file), buf.numpy(), info.offset, info)
         return out
 
-    def read_mapped(self, name: str, *, populate: bool = False) -> torch.Tensor:
+    def read_mapped(self, name: str) -> torch.Tensor:
         """Map one tensor's bytes from the page cache without copying them (copy-on-write).
 
         Faster than :meth:`read` (no fresh allocation to fill, no copy): pages are mapped as the
         tensor is used. Writes to the tensor go to private pages, never to the file. The mapping
         covers this tensor only and is released with the tensor, so memory stays bounded by the
-        tensors alive, not by the file. ``.bin`` checkpoints fall back to :meth:`read`. With
-        ``populate`` every page is mapped now (see :func:`graftkit.io.mapping.map_tensor`).
+        tensors alive, not by the file. ``.bin`` checkpoints fall back to :meth:`read`.
 
         Returns:
             The tensor, shape ``tensors[name].shape``, in its storage dtype.
@@ -152,9 +151,7 @@ class Checkpoint:
             raise KeyError(f"{self.path}: no tensor named {name!r}")
         if info.offset < 0 or info.nbytes == 0:
             return self.read(name)
-        return map_tensor(
-            self._fd(info.file), info.offset, info.nbytes, info.dtype, info.shape, shared=False, populate=populate
-        )
+        return map_tensor(self._fd(info.file), info.offset, info.nbytes, info.dtype, info.shape, shared=False)
 
     def close(self) -> None:
         """Close cached file descriptors and drop memory maps. Reading afterwards is an error."""

@@ -159,13 +159,12 @@ class ShardedWriter:
             with self._lock:
                 self._busy.discard(name)
 
-    def destination(self, name: str, *, populate: bool = False) -> torch.Tensor:
+    def destination(self, name: str) -> torch.Tensor:
         """A writable view of a planned tensor's place in its shard, to compute the tensor into.
 
         The view is a shared memory map of the file: what is stored in it lands in the page cache
         directly, with no output buffer to allocate and no copy to write. Call :meth:`commit`
-        when it holds the final values. Thread-safe. With ``populate`` the pages are faulted in
-        now, so the thread that fills them does not pay for it.
+        when it holds the final values. Thread-safe.
 
         Returns:
             A CPU tensor of the planned shape and dtype (its values are undefined until filled).
@@ -174,7 +173,7 @@ class ShardedWriter:
         slot = self._claim(name, planned.shape, planned.dtype) if planned else self._unplanned(name)
         if slot.nbytes == 0:
             return torch.empty(slot.shape, dtype=slot.dtype)
-        return map_tensor(slot.fd, slot.offset, slot.nbytes, slot.dtype, slot.shape, shared=True, populate=populate)
+        return map_tensor(slot.fd, slot.offset, slot.nbytes, slot.dtype, slot.shape, shared=True)
 
     def commit(self, name: str, tensor: torch.Tensor) -> None:
         """Mark a tensor computed into :meth:`destination` as written (journal, write-back)."""

@@ -29,7 +29,6 @@ class _Inputs:
     job: TensorJob
     base: torch.Tensor | None
     experts: list[torch.Tensor]
-    into: torch.Tensor | None = None
 
 
 def execute(
@@ -59,9 +58,8 @@ def execute(
     ):
         pending_write: Future[None] | None = None
         check_output = plan.resolved.spec.dense and plan.resolved.recipe.dare is None
-        place = _placer(plan, sink, device)
-        for inputs in _read_ahead(plan, jobs, readers, prefetch, place):
-            into = inputs.into
+        for inputs in _read_ahead(plan, jobs, readers, prefetch):
+            into = _destination(plan, inputs.job, sink, device)
             merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device, out=into)
             if pending_write is not None:
                 _finish_write(plan, pending_write)
@@ -89,30 +87,19 @@ def _write(sink: TensorSink, job: TensorJob, merged: torch.Tensor, check: bool, 
         sink.write(job.name, merged)
 
 
-_Placer = Callable[[TensorJob], "torch.Tensor | None"]
+def _destination(plan: MergePlan, job: TensorJob, sink: TensorSink, device: torch.device) -> torch.Tensor | None:
+    """The tensor's place in the output (a shard's memory map) to compute it into, or None.
 
-
-def _placer(plan: MergePlan, sink: TensorSink, device: torch.device) -> _Placer | None:
-    """What gives a tensor's place in the output (a shard's memory map) to compute it into.
-
-    Only when the method can write into a given tensor, nothing follows it (no DARE pre-step) and
-    the sink offers places; this skips allocating a fresh output tensor and copying it into the
-    file, the two largest costs of a linear merge. The read-ahead threads call it, so the pages
-    of the place are faulted in there, not on the thread doing the math.
+    Only when the method can write into a given tensor, nothing follows it (no DARE pre-step, no
+    cast: float32 out) and the sink offers places; this skips allocating a fresh output tensor and
+    copying it into the file, the two largest costs of a linear merge.
     """
     resolved = plan.resolved
+    eligible = resolved.spec.takes_out and resolved.recipe.dare is None and job.merge
+    if not eligible or device.type != "cpu" or job.out_dtype != torch.float32:
+        return None
     destination = getattr(sink, "destination", None)
-    if not resolved.spec.takes_out or resolved.recipe.dare is not None or destination is None:
-        return None
-    if device.type != "cpu":
-        return None
-
-    def place(job: TensorJob) -> torch.Tensor | None:
-        if not job.merge or job.out_dtype != torch.float32:
-            return None
-        return destination(job.name, populate=True)
-
-    return place
+    return destination(job.name) if destination is not None else None
 
 
 def _finish_write(plan: MergePlan, pending: Future[None]) -> None:
@@ -120,7 +107,7 @@ def _finish_write(plan: MergePlan, pending: Future[None]) -> None:
     try:
         pending.result()
     except _NonFiniteOutput as bad:
-        inputs = _map_inputs(plan, bad.job)
+        inputs = _read_job(plan, bad.job)
         raise _nonfinite_error(bad.job.name, _first_nonfinite(plan, bad.job, inputs.base, inputs.experts)) from None
 
 
@@ -215,7 +202,6 @@ def _read_ahead(
     jobs: list[TensorJob],
     pool: ThreadPoolExecutor,
     prefetch: int,
-    place: _Placer | None = None,
     budget: int = PREFETCH_BYTES,
 ) -> Iterator[_Inputs]:
     """Yield each job's inputs, keeping up to ``prefetch`` jobs (and ``budget`` bytes) read ahead."""
@@ -228,7 +214,7 @@ def _read_ahead(
             if queue and ahead + upcoming[0].nbytes_in > budget:
                 return
             job = upcoming.popleft()
-            queue.append((job.nbytes_in, pool.submit(_read_job, plan, job, place)))
+            queue.append((job.nbytes_in, pool.submit(_read_job, plan, job)))
 
     fill()
     while queue:
@@ -237,14 +223,7 @@ def _read_ahead(
         yield inputs
 
 
-def _read_job(plan: MergePlan, job: TensorJob, place: _Placer | None = None) -> _Inputs:
-    """Map (and fault in) a job's inputs, and its place in the output when ``place`` gives one."""
-    inputs = _map_inputs(plan, job)
-    inputs.into = place(job) if place is not None else None
-    return inputs
-
-
-def _map_inputs(plan: MergePlan, job: TensorJob) -> _Inputs:
+def _read_job(plan: MergePlan, job: TensorJob) -> _Inputs:
     resolved = plan.resolved
     uses_base = resolved.spec.needs_base or resolved.recipe.dare is not None or not job.merge
     missing = any(job.name not in plan.experts[i].tensors for i in job.experts)
@@ -259,7 +238,6 @@ def _map_inputs(plan: MergePlan, job: TensorJob) -> _Inputs:
 
 
 def _read(source, name: str) -> torch.Tensor:
-    """Zero-copy (memory-mapped, copy-on-write, pages faulted in now) when the source offers
-    it, else a plain read."""
+    """Zero-copy (memory-mapped, copy-on-write) when the source offers it, else a plain read."""
     mapped = getattr(source, "read_mapped", None)
-    return mapped(name, populate=True) if mapped is not None else source.read(name)
+    return mapped(name) if mapped is not None else source.read(name)

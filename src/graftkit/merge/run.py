@@ -58,10 +58,31 @@ class MergeOptions(BaseModel):
         return parse_size(value)
 
 
+def check_device(device: str) -> torch.device:
+    """``device`` as a ``torch.device``, refused before any work when this machine lacks it."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise GraftError(f"Unknown device {device!r}; use cpu, cuda or cuda:N.") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise GraftError(
+                f"--device {device} was asked for, but torch {torch.__version__} sees no CUDA device here; "
+                "use --device cpu (the default) or install a CUDA build of torch."
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise GraftError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}.")
+    elif parsed.type != "cpu":
+        raise GraftError(f"Device {device!r} is not supported for merging; use cpu or cuda.")
+    return parsed
+
+
 def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
     """Validate, plan and execute ``recipe`` into ``out``. See :func:`graftkit.merge`."""
     from graftkit.io import atomic_output
 
+    check_device(options.device)
     if options.seed is not None:
         recipe = recipe.model_copy(update={"seed": options.seed})
     resolved = resolve_recipe(recipe)
