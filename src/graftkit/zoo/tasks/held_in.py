@@ -69,7 +69,8 @@ class KeyLookup(HeldIn):
     by ``7`` in the list), the pattern induction heads copy. Revision 0 answered the bare value,
     ``"7"``. Neither trains to 90 % at size ``s`` (1M parameters): revision 0 reached 40 % in
     3,000 steps and 43 % in 8,000 (lr 3e-3), revision 1 40 % in 6,000: the matching circuit does
-    not form in that budget.
+    not form in that budget. Nor did it with induction-friendly pre-training text, several keys
+    asked per example, a curriculum from two entries, or from random weights (docs/zoo.md).
     """
 
     name = "key_lookup"
