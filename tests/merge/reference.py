@@ -59,3 +59,19 @@ def slerp(x0, x1, t):
         return (1 - t) * x0 + t * x1
     omega = math.acos(cos)
     return math.sin((1 - t) * omega) / math.sin(omega) * x0 + math.sin(t * omega) / math.sin(omega) * x1
+
+
+def ties_model_scope(base, experts, ws, densities, lam=1.0):
+    """TIES with the trim ranked over every tensor of each expert (tensor-name order, then
+    row-major, breaks ties). ``base`` and each of ``experts`` are name → tensor dicts."""
+    names = sorted(base)
+    trimmed = []
+    for expert, density in zip(experts, densities, strict=True):
+        flat = torch.cat([(expert[n] - base[n]).flatten() for n in names])
+        k = max(1, math.floor(density * flat.numel()))
+        keep = torch.zeros_like(flat, dtype=torch.bool)
+        keep[flat.abs().argsort(descending=True, stable=True)[:k]] = True
+        kept = torch.where(keep, flat, torch.zeros_like(flat))
+        sizes = [base[n].numel() for n in names]
+        trimmed.append({n: part.reshape(base[n].shape) for n, part in zip(names, kept.split(sizes), strict=True)})
+    return {n: base[n] + lam * elect_and_mean([t[n] for t in trimmed], ws) for n in names}

@@ -54,7 +54,7 @@ def test_flags():
     assert get("ties").param("density").per_expert and get("ties").param("density").default == 0.2
     assert get("magnitude_prune").param("rescale").default == "none"
     assert get("dare_ties").param("rescale").choices == ("paper", "none", "l1")
-    assert get("ties").param("trim_scope").choices == ("tensor",)
+    assert get("ties").param("trim_scope").choices == ("tensor", "model")
     assert get("della").param("epsilon").default == 0.15
     assert get("breadcrumbs").param("gamma").default == 0.01
 

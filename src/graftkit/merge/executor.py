@@ -8,18 +8,23 @@ memory at once, whatever the model size.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from graftkit.errors import TensorValueError
+from graftkit.merge.model_scope import ModelCutoffs, model_cutoffs
 from graftkit.merge.params import resolve
 from graftkit.merge.plan import MergePlan, TensorJob
 from graftkit.merge.sources import TensorSink
 from graftkit.methods import expert_seed, run_method
+
+log = logging.getLogger(__name__)
 
 PREFETCH_BYTES = 1 << 30  # read ahead at most this much beyond the tensor being merged
 
@@ -51,6 +56,7 @@ def execute(
         skip: tensor names already written (resume).
     """
     device = torch.device(device)
+    scope = _model_scope(plan, device)  # before skipping: the ranking spans every tensor
     jobs = [job for job in plan.jobs if not skip or job.name not in skip]
     with (
         ThreadPoolExecutor(max_workers=2, thread_name_prefix="graft-read") as readers,
@@ -60,7 +66,8 @@ def execute(
         check_output = plan.resolved.spec.dense and plan.resolved.recipe.dare is None
         for inputs in _read_ahead(plan, jobs, readers, prefetch):
             into = _destination(plan, inputs.job, sink, device)
-            merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device, out=into)
+            extra = scope.params(inputs.job) if scope is not None and inputs.job.merge else None
+            merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device, out=into, extra=extra)
             if pending_write is not None:
                 _finish_write(plan, pending_write)
             check = check_output and inputs.job.merge
@@ -118,9 +125,11 @@ def merge_one(
     experts: list[torch.Tensor],
     device: torch.device,
     out: torch.Tensor | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Merge one tensor's inputs (storage dtype, CPU) into its output (``job.out_dtype``, CPU),
-    or into ``out`` (float32, CPU) for methods that take one."""
+    or into ``out`` (float32, CPU) for methods that take one. ``extra``: parameters computed
+    over the whole model (the model-scope trim's cutoffs)."""
     if not job.merge:
         return base if base is not None else experts[0]
     resolved = plan.resolved
@@ -157,8 +166,25 @@ def merge_one(
         params={**params, **per_expert},
         dare=dare,
         out=out,
+        model_wide=extra,
     )
     return merged if out is not None else merged.to(device="cpu", dtype=job.out_dtype)
+
+
+def _model_scope(plan: MergePlan, device: torch.device) -> ModelCutoffs | None:
+    """With ``trim_scope: model``, rank every expert's deltas over the whole model first."""
+    resolved = plan.resolved
+    if resolved.global_params.get("trim_scope") != "model":
+        return None
+    densities = [float(params["density"]) for params in resolved.expert_params]
+    log.info("trim_scope: model: ranking each expert's deltas over the whole model (two reads of the inputs)")
+
+    def deltas(job: TensorJob) -> list[torch.Tensor]:
+        inputs = _read_job(plan, job)
+        base = _to_compute(inputs.base, device)
+        return [_to_compute(x, device) - base for x in inputs.experts]  # not in place: inputs may be shared
+
+    return model_cutoffs(plan.jobs, densities, deltas)
 
 
 def _default(plan: MergePlan, name: str):

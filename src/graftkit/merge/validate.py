@@ -66,6 +66,7 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
     _check_weight_sum(spec, resolved_global, resolved_experts, problems)
     if not problems:  # cross-parameter rules assume each value is already well-typed and in range
         _check_combined(spec, resolved_global, resolved_experts, problems)
+        _check_model_scope(recipe, resolved_global, resolved_experts, problems)
     if problems:
         raise RecipeError(f"The recipe for `{spec.name}` has errors:\n" + "\n".join(problems))
     return ResolvedRecipe(recipe, spec, resolved_global, resolved_experts)
@@ -195,3 +196,19 @@ def _check_combined(
         if why:
             problems.append(f"- `models[{i}].parameters`: {why}.")
             return
+
+
+def _check_model_scope(
+    recipe: Recipe, global_params: dict[str, Any], experts: list[dict[str, Any]], problems: list[str]
+) -> None:
+    """``trim_scope: model`` ranks each expert once over the whole model: one density per expert, no DARE."""
+    if global_params.get("trim_scope") != "model":
+        return
+    if recipe.dare is not None:
+        problems.append("- `dare`: cannot be combined with `trim_scope: model`; remove one of them.")
+    for i, params in enumerate(experts):
+        if not isinstance(params.get("density"), (int, float)):
+            problems.append(
+                f"- `models[{i}].parameters.density`: `trim_scope: model` keeps one fraction of the expert's "
+                "whole model, so density must be a single number here, not per-layer values or filters."
+            )

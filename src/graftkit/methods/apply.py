@@ -82,6 +82,7 @@ def run_method(
     dare: Mapping[str, Any] | None = None,
     out_dtype: torch.dtype | None = None,
     out: torch.Tensor | None = None,
+    model_wide: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Merge one tensor with a registered method.
 
@@ -102,6 +103,8 @@ def run_method(
         out_dtype: dtype of the result; None keeps float32.
         out: a float32 tensor of the result's shape to write the result into; only for methods
             with ``takes_out`` and without ``dare``.
+        model_wide: values the merge computed over the whole model for this tensor (the
+            ``cutoff`` and ``tied_keep`` of TIES' ``trim_scope: model``), passed on unchecked.
 
     Returns:
         (S) merged tensor of ``out_dtype``.
@@ -123,5 +126,5 @@ def run_method(
             raise ValueError(f"{spec.name} cannot take the dare pre-step (it needs a base model)")
         xs = _dare_prestep(xs, b, seeds, dare)
     into = {"out": out} if out is not None else {}
-    merged = spec.fn(xs, base=b, weights=tuple(weights), seeds=tuple(seeds), **resolved, **into)
+    merged = spec.fn(xs, base=b, weights=tuple(weights), seeds=tuple(seeds), **resolved, **into, **(model_wide or {}))
     return merged if out_dtype is None else merged.to(out_dtype)

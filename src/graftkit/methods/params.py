@@ -66,8 +66,9 @@ TRIM_SCOPE = ParamSpec(
     "trim_scope",
     str,
     "tensor",
-    "where the magnitude trim ranks entries: within each tensor",
-    choices=("tensor",),
+    "where the magnitude trim ranks entries: within each tensor, or over the expert's whole model "
+    "(the paper's TIES; two extra reads of every input)",
+    choices=("tensor", "model"),
 )
 
 

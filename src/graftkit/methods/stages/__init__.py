@@ -14,6 +14,7 @@ from graftkit.methods.stages.combine import (
     weighted_sum,
 )
 from graftkit.methods.stages.sparsify import (
+    above_cutoff,
     breadcrumbs,
     dare,
     della,
@@ -24,6 +25,7 @@ from graftkit.methods.stages.sparsify import (
 
 __all__ = [
     "Sparsifier",
+    "above_cutoff",
     "breadcrumbs",
     "combine",
     "dare",

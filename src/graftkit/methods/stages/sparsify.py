@@ -123,6 +123,28 @@ def magnitude(d: torch.Tensor, *, density: float, rescale: str = "none") -> torc
     return _apply(d, keep, density, rescale)
 
 
+def above_cutoff(d: torch.Tensor, *, cutoff: float, tied_keep: int) -> torch.Tensor:
+    """Keep the entries with ``|d| > cutoff`` and the first ``tied_keep`` (row-major) with ``|d| == cutoff``.
+
+    TIES' trim with a threshold ranked over the whole model (``trim_scope: model``): the caller
+    finds ``cutoff``, the k-th largest ``|d|`` over every tensor of the expert, and hands each
+    tensor its share of the entries tied at it, so exactly k entries survive model-wide.
+
+    Args:
+        d: task vector, any shape, contiguous; modified in place.
+        cutoff: the model-wide k-th largest magnitude; negative keeps everything.
+        tied_keep: how many entries equal to ``cutoff`` this tensor keeps.
+    """
+    if cutoff < 0:
+        return d
+    magnitudes = d.abs().view(-1)
+    keep = magnitudes > cutoff
+    if tied_keep > 0:
+        tied = (magnitudes == cutoff).nonzero().squeeze(1)
+        keep[tied[:tied_keep]] = True
+    return d.mul_(keep.view(d.shape))
+
+
 def dare(d: torch.Tensor, *, density: float, seed: int, rescale: str = "paper") -> torch.Tensor:
     """DARE (Yu et al. 2023, https://arxiv.org/abs/2311.03099): drop entries at random.
 
