@@ -3,7 +3,8 @@
 Generates a base and 4 experts (default about 2 GB each in float32) once under
 ``benchmarks/_work``, warms the page cache, then times, each in a fresh process:
 the floor (read every input tensor once, average, write), and ``graft merge`` with linear,
-task_arithmetic, ties and dare_ties, and linear with ``--durable`` (fsync before the rename).
+task_arithmetic, ties and dare_ties, and linear with ``--durable`` (fsync before the rename);
+``--methods ties_model`` times TIES with ``trim_scope: model`` (not in the default set).
 Linear reads the 4 experts only (it needs no base); the others read all 5 models. Reports
 wall time, GB/s of input and peak RSS, and appends
 a section to ``benchmarks/RESULTS.md`` with ``--record``.
@@ -105,13 +106,15 @@ def child_floor(folders: list[Path], out: Path) -> None:
 def write_recipe(method: str, folders: list[Path]) -> Path:
     import yaml
 
-    params = {"ties": {"density": 0.2}, "dare_ties": {"density": 0.2}}.get(method, {})
+    params = {"ties": {"density": 0.2}, "dare_ties": {"density": 0.2}, "ties_model": {"density": 0.2}}.get(method, {})
     recipe = {
-        "merge_method": method,
+        "merge_method": "ties" if method == "ties_model" else method,  # ties_model: TIES, trim_scope model
         "base_model": str(folders[0]),
         "seed": 0,
         "models": [{"model": str(f), "parameters": params} for f in folders[1:]],
     }
+    if method == "ties_model":
+        recipe["parameters"] = {"trim_scope": "model"}
     path = WORK / f"recipe-{method}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
