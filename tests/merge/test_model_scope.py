@@ -78,3 +78,29 @@ def test_recipes_that_cannot_rank_over_the_model_are_refused(llama_family, tmp_p
 def test_the_method_alone_asks_for_the_model_wide_cutoffs():
     with pytest.raises(ValueError, match="needs the per-expert `cutoff`"):
         METHODS.get("ties").fn([torch.ones(2)], base=torch.zeros(2), weights=[1.0], trim_scope="model")
+
+
+def test_progress_sees_the_two_ranking_reads_then_the_merge(llama_family, tmp_path, monkeypatch):
+    import contextlib
+
+    import graftkit.merge.progress as progress
+
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def spy(plan, *, enabled=True):
+        ranked = progress.ranking_reads(plan.jobs, plan.resolved.global_params.get("trim_scope"))
+        assert ranked and {j.name for j in ranked} <= {j.name for j in plan.jobs}
+        yield lambda job: seen.append(job.name)
+
+    monkeypatch.setattr(progress, "merge_progress", spy)
+    base, experts = llama_family
+    recipe = {
+        "merge_method": "ties",
+        "base_model": str(base),
+        "parameters": {"trim_scope": "model", "density": 0.3},
+        "models": [{"model": str(e)} for e in experts],
+    }
+    graftkit.merge(recipe, tmp_path / "out", progress=False)
+    names = set(load_file(tmp_path / "out" / "model.safetensors"))
+    assert {seen.count(name) for name in names} == {3}  # two ranking reads, then the merge

@@ -52,11 +52,12 @@ def execute(
         sink: where merged tensors go (a sharded writer or a dict).
         device: where the math runs; inputs are moved there in float32.
         prefetch: how many tensors' inputs to read ahead.
-        on_tensor: called after each tensor is handed to the sink (progress).
+        on_tensor: called after each tensor is handed to the sink, and with ``trim_scope: model``
+            after each tensor of the two ranking reads before that (progress).
         skip: tensor names already written (resume).
     """
     device = torch.device(device)
-    scope = _model_scope(plan, device)  # before skipping: the ranking spans every tensor
+    scope = _model_scope(plan, device, on_tensor)  # before skipping: the ranking spans every tensor
     jobs = [job for job in plan.jobs if not skip or job.name not in skip]
     with (
         ThreadPoolExecutor(max_workers=2, thread_name_prefix="graft-read") as readers,
@@ -171,7 +172,9 @@ def merge_one(
     return merged if out is not None else merged.to(device="cpu", dtype=job.out_dtype)
 
 
-def _model_scope(plan: MergePlan, device: torch.device) -> ModelCutoffs | None:
+def _model_scope(
+    plan: MergePlan, device: torch.device, on_tensor: Callable[[TensorJob], None] | None
+) -> ModelCutoffs | None:
     """With ``trim_scope: model``, rank every expert's deltas over the whole model first."""
     resolved = plan.resolved
     if resolved.global_params.get("trim_scope") != "model":
@@ -184,7 +187,7 @@ def _model_scope(plan: MergePlan, device: torch.device) -> ModelCutoffs | None:
         base = _to_compute(inputs.base, device)
         return [_to_compute(x, device) - base for x in inputs.experts]  # not in place: inputs may be shared
 
-    return model_cutoffs(plan.jobs, densities, deltas)
+    return model_cutoffs(plan.jobs, densities, deltas, on_job=on_tensor)
 
 
 def _default(plan: MergePlan, name: str):

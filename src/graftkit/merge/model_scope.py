@@ -47,25 +47,38 @@ class ModelCutoffs:
         }
 
 
+def ranking_reads(jobs: Sequence[TensorJob], trim_scope: object) -> list[TensorJob]:
+    """The jobs read before merging (each twice) when ``trim_scope`` is ``model``, else none."""
+    return [j for j in jobs if j.merge] if trim_scope == "model" else []
+
+
 def _bits(d: torch.Tensor) -> torch.Tensor:
     return d.abs().reshape(-1).view(torch.int32)
 
 
-def model_cutoffs(jobs: Sequence[TensorJob], densities: Sequence[float], deltas: Deltas) -> ModelCutoffs:
+def model_cutoffs(
+    jobs: Sequence[TensorJob],
+    densities: Sequence[float],
+    deltas: Deltas,
+    on_job: Callable[[TensorJob], None] | None = None,
+) -> ModelCutoffs:
     """Find every expert's model-wide trim cutoff with two reads of the merged tensors.
 
     Args:
         jobs: the plan's jobs (those with ``merge`` set are ranked).
         densities: per expert (by index), the fraction of its entries to keep.
         deltas: reads one job's task vectors.
+        on_job: called after each job of each read (progress).
     """
-    jobs = sorted((j for j in jobs if j.merge), key=lambda j: j.name)
+    done = on_job or (lambda job: None)
+    jobs = sorted(ranking_reads(jobs, "model"), key=lambda j: j.name)
     n = len(densities)
     totals, high = [0] * n, torch.zeros(n, _HI, dtype=torch.int64)
     for job in jobs:
         for i, d in zip(job.experts, deltas(job), strict=True):
             high[i] += torch.bincount(_bits(d) >> 16, minlength=_HI)
             totals[i] += d.numel()
+        done(job)
     ks = [keep_count(densities[i], totals[i]) for i in range(n)]
     picked = [_select(high[i], ks[i]) if ks[i] < totals[i] else None for i in range(n)]
 
@@ -79,6 +92,7 @@ def model_cutoffs(jobs: Sequence[TensorJob], densities: Sequence[float], deltas:
             inside = bits[(bits >> 16) == picked[i][0]] & (_LO - 1)
             low[i] += torch.bincount(inside, minlength=_LO)
             at_bin.setdefault(job.name, {})[i] = torch.unique(inside, return_counts=True)
+        done(job)
 
     cutoff: dict[int, float] = {}
     tied: dict[str, dict[int, int]] = {}

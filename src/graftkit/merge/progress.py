@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from graftkit.merge.model_scope import ranking_reads
 from graftkit.merge.plan import MergePlan, TensorJob
 
 
@@ -33,7 +34,9 @@ def merge_progress(plan: MergePlan, *, enabled: bool = True) -> Iterator[Callabl
         TimeRemainingColumn(),
     )
     with Progress(*columns) as bar:
-        task = bar.add_task("merge", total=plan.total_in_bytes, done=0, count=len(plan.jobs))
+        ranking = ranking_reads(plan.jobs, plan.resolved.global_params.get("trim_scope"))  # read twice first
+        total = plan.total_in_bytes + 2 * sum(j.nbytes_in for j in ranking)
+        task = bar.add_task("merge", total=total, done=0, count=len(plan.jobs) + 2 * len(ranking))
         done = 0
 
         def advance(job: TensorJob) -> None:
