@@ -103,11 +103,12 @@ def test_killed_run_resumes_from_checkpoint(tok, tmp_path):
             raise KeyboardInterrupt
         return batch_at(step)
 
+    work = str(tmp_path / "not" / "yet")  # a str, and a folder that does not exist yet
     with pytest.raises(KeyboardInterrupt):
-        train_loop(new_model("xs", tok), dies_at_8, cfg, work_dir=tmp_path, checkpoint_every=5, progress=False)
-    assert (tmp_path / train.CHECKPOINT).exists()
+        train_loop(new_model("xs", tok), dies_at_8, cfg, work_dir=work, checkpoint_every=5, progress=False)
+    assert (tmp_path / "not" / "yet" / train.CHECKPOINT).exists()
     resumed = new_model("xs", tok)
-    stats = train_loop(resumed, batch_at, cfg, work_dir=tmp_path, checkpoint_every=5, progress=False)
+    stats = train_loop(resumed, batch_at, cfg, work_dir=work, checkpoint_every=5, progress=False)
     assert stats.resumed_from == 5
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)

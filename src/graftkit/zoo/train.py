@@ -116,7 +116,7 @@ def train_loop(
     batch_at: Callable[[int], dict[str, torch.Tensor]],
     config: TrainConfig,
     *,
-    work_dir: Path | None = None,
+    work_dir: Path | str | None = None,
     checkpoint_every: int = 200,
     progress: bool | None = None,
     device: str | None = None,
@@ -126,7 +126,7 @@ def train_loop(
 
     AdamW, warm-up + cosine schedule (:func:`lr_at`), gradient clipping. With ``work_dir``, model,
     optimizer and step are saved to ``work_dir/checkpoint.pt`` every ``checkpoint_every`` steps and
-    a run finding a checkpoint there continues from it.
+    a run finding a checkpoint there continues from it (``work_dir`` is created if missing).
 
     Args:
         batch_at: step → ``input_ids``, ``attention_mask``, ``labels``, each ``(B, T)``.
@@ -140,7 +140,9 @@ def train_loop(
     model.to(device).train()
     optimizer = _optimizer(model, config)
     step, history = 0, []
-    ckpt = work_dir / CHECKPOINT if work_dir is not None else None
+    ckpt = Path(work_dir) / CHECKPOINT if work_dir is not None else None
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
