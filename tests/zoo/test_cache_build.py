@@ -164,6 +164,28 @@ def test_expert_overrides_change_one_family_only(tmp_path):
     assert steps == {"addition": 3, "reversal": 5}
 
 
+def test_auxiliary_families_join_their_expert_and_the_multitask_only(tmp_path):
+    recipe = RECIPE.model_copy(update={"auxiliary": {"reversal": ("copy_span",)}})
+    assert recipe.expert_families("addition") == ["addition"]
+    assert recipe.expert_families("reversal") == ["reversal", "copy_span"]
+    man = build_zoo("xs", ("pretrained",), ["addition", "reversal"], recipe=recipe, cache=Cache(tmp_path))
+    trained_on = {
+        f: json.loads((p / "training.json").read_text())["families"] for f, p in man.experts["pretrained"].items()
+    }
+    assert trained_on == {"addition": ["addition"], "reversal": ["reversal", "copy_span"]}
+    multitask = json.loads((man.multitask["pretrained"] / "training.json").read_text())["families"]
+    assert multitask == ["addition", "reversal", "copy_span"]
+    # A family without auxiliaries keeps the cache entry it had before auxiliaries existed.
+    plain = build_zoo("xs", ("pretrained",), ["addition"], multitask=False, recipe=RECIPE, cache=Cache(tmp_path))
+    assert plain.experts["pretrained"]["addition"] == man.experts["pretrained"]["addition"]
+
+
+def test_auxiliary_must_name_auxiliary_tasks():
+    with pytest.raises(ValueError, match=r"auxiliary\['reversal'\]: 'addition' is a held_in task; use one of"):
+        RECIPE.model_copy(update={}).model_validate({**RECIPE.model_dump(), "auxiliary": {"reversal": ["addition"]}})
+    assert build.RECIPES["s"].expert_families("key_lookup") == ["key_lookup", "copy_span"]
+
+
 def test_zoo_report_scores_every_model_and_records_training_time(tmp_path):
     from rich.console import Console
 

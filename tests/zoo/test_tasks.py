@@ -20,6 +20,7 @@ def test_kinds_have_enough_families():
     assert len(tasks_of_kind("instruct")) >= 6
     assert {"kv_substitution", "numeric_arithmetic", "kv_arithmetic"} <= set(tasks_of_kind("calm"))
     assert tasks_of_kind("pretrain") == ["pretrain_text"]
+    assert tasks_of_kind("auxiliary") == ["copy_span"]
     with pytest.raises(UnknownNameError, match="held_in"):
         tasks_of_kind("held-in")  # type: ignore[arg-type]
 
@@ -53,7 +54,10 @@ def test_splits_disjoint(name):
     assert task.split_of(task.draw("test", random.Random(1)).prompt) == "test"
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if TASKS.get(n).kind != "pretrain"])
+FORMATTED = [n for n in ALL if TASKS.get(n).kind not in ("pretrain", "auxiliary")]
+
+
+@pytest.mark.parametrize("name", FORMATTED)
 def test_prompt_format_and_answer(name):
     task = TASKS.get(name)
     for ex in task.examples("validation", N):
@@ -86,6 +90,18 @@ def test_kv_table_split_is_disjoint_20_80():
     assert KVTable(KVConfig(n_keys=50)).values == table.values  # seeded
 
 
+def test_kv_table_shared_values_allow_many_keys_per_digit():
+    with pytest.raises(ValueError, match="unique_values=False"):
+        KVTable(KVConfig(n_keys=80, max_value=9))
+    shared = KVConfig(n_keys=80, max_value=9, unique_values=False)
+    table = KVTable(shared)
+    assert set(table.values.values()) == set(range(1, 10)) and len(table.values) == 80
+    assert list(table.values) == list(KVTable(KVConfig(n_keys=80, max_value=99)).values)  # same keys
+    # Cache keys of tables from before the option existed do not change; shared ones differ.
+    assert "unique_values" not in KVConfig().cache_inputs()
+    assert shared.cache_inputs()["unique_values"] is False
+
+
 @pytest.mark.parametrize("cls", [KVSubstitution, KVArithmetic])
 def test_kv_tasks_draw_from_their_key_set(cls):
     table = KVTable()
@@ -110,6 +126,14 @@ def test_kv_substitution_and_arithmetic_agree():
             str(table.values[k]) for k in keys
         ]
         assert eval(numeric) == int(result)  # noqa: S307
+
+
+def test_copy_span_repeats_an_unformatted_string():
+    # Nothing may mark where the repetition starts: with a format, a model copies by position
+    # and never grows the induction circuit key_lookup needs (docs/zoo.md).
+    for ex in TASKS.get("copy_span").examples("train", N):
+        assert ex.prompt == ex.answer and 6 <= len(ex.prompt) <= 24 and ex.prompt.isalnum()
+        assert ex.prompt.lower() == ex.prompt
 
 
 def test_pretrain_texts_deterministic_and_varied():

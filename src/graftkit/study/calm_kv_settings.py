@@ -27,6 +27,7 @@ class CalmKVSettings(BaseModel):
     max_terms: int = Field(2, ge=2)
     ops: str = "+-"
     train_fraction: float = Field(0.2, gt=0, lt=1)
+    unique_values: bool = True
     instruction: str = "kv"
 
     augment_preset: str = "xs"
@@ -59,6 +60,7 @@ class CalmKVSettings(BaseModel):
             max_terms=self.max_terms,
             ops=self.ops,
             train_fraction=self.train_fraction,
+            unique_values=self.unique_values,
         )
 
     @classmethod

@@ -166,7 +166,7 @@ def build_models(
     from graftkit.zoo import train
 
     tasks = study_tasks(settings)
-    kv = settings.kv().__dict__
+    kv = settings.kv().cache_inputs()
     build = _entry(cache, say)
 
     def entry(stage: str, inputs: dict[str, Any], fn: Callable[[Path, Path], object], label: str) -> Path | None:
@@ -238,7 +238,7 @@ def _bridge_inputs(settings: CalmKVSettings, paths: dict[str, Path]) -> dict[str
     return {
         "bridge": settings.bridge,
         "connections": [c.model_dump() for c in settings.connections],
-        "kv": settings.kv().__dict__,
+        "kv": settings.kv().cache_inputs(),
         "instruction": settings.instruction,
         "n": settings.n_composition,
         "seed": settings.seed,

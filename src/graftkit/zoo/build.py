@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from graftkit.errors import UnknownNameError
 from graftkit.zoo import train
@@ -37,6 +37,30 @@ class ZooRecipe(BaseModel):
     expert_overrides: dict[str, dict[str, float]] = {}
     """``{family: {TrainConfig field: value}}`` for families whose experts need another budget than
     ``expert`` (a new ``steps`` also sets ``warmup_steps`` to 5 % of it)."""
+    auxiliary: dict[str, tuple[str, ...]] = {}
+    """``{family: auxiliary families}`` mixed into that family's expert (and into the multitask
+    baseline when it covers the family): each example is drawn from a family chosen uniformly."""
+
+    @field_validator("auxiliary")
+    @classmethod
+    def _auxiliary_families(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for family, extra in value.items():
+            for name in extra:
+                if TASKS.get(name).kind != "auxiliary":
+                    raise ValueError(
+                        f"auxiliary[{family!r}]: {name!r} is a {TASKS.get(name).kind} task; "
+                        f"use one of {tasks_of_kind('auxiliary')}"
+                    )
+        return value
+
+    def expert_families(self, family: str) -> list[str]:
+        """What the expert of ``family`` trains on: the family, then its auxiliary families."""
+        return [family, *self.auxiliary.get(family, ())]
+
+    def multitask_families(self, families: Sequence[str]) -> list[str]:
+        """``families`` followed by the auxiliary families of any of them, each once."""
+        extra = [a for f in families for a in self.auxiliary.get(f, ()) if a not in families]
+        return [*families, *dict.fromkeys(extra)]
 
     def expert_config(self, family: str) -> TrainConfig:
         """The expert training configuration of one family: ``expert`` with its overrides."""
@@ -59,7 +83,7 @@ def _recipe(
     expert_overrides: dict[str, dict[str, float]] | None = None,
 ) -> ZooRecipe:
     """Experts run ``tune_steps`` at ``tune_lr``, instruction tuning ``instruct_steps`` (default the
-    same) and the multitask baseline 4× as long."""
+    same) and the multitask baseline 4× as long. Every recipe mixes :data:`AUXILIARY` in."""
 
     def cfg(steps: int, lr: float) -> TrainConfig:
         return TrainConfig(steps=steps, lr=lr, warmup_steps=steps // 20)
@@ -71,8 +95,12 @@ def _recipe(
         expert=cfg(tune_steps, tune_lr),
         multitask=cfg(4 * tune_steps, tune_lr),
         expert_overrides=expert_overrides or {},
+        auxiliary=AUXILIARY,
     )
 
+
+AUXILIARY: dict[str, tuple[str, ...]] = {"key_lookup": ("copy_span",)}
+"""key_lookup needs the induction circuit that copy_span grows; alone it stays at ~40 % (docs/zoo.md)."""
 
 RECIPES: dict[str, ZooRecipe] = {
     "demo": _recipe("xs", 600, 800, pretrain_lr=3e-3, tune_lr=3e-3, instruct_steps=400),
@@ -83,7 +111,7 @@ RECIPES: dict[str, ZooRecipe] = {
         tune_steps=3000,
         pretrain_lr=2e-3,
         tune_lr=2e-3,
-        expert_overrides={"key_lookup": {"steps": 6000}, "char_count": {"steps": 8000}},
+        expert_overrides={"char_count": {"steps": 8000}},
     ),
     "m": _recipe("m", pretrain_steps=4000, tune_steps=1000, pretrain_lr=1e-3, tune_lr=1e-3),
     "l": _recipe("l", pretrain_steps=6000, tune_steps=1000, pretrain_lr=6e-4, tune_lr=6e-4),
@@ -188,23 +216,28 @@ def build_zoo(
 
     experts: dict[str, dict[str, Path]] = {}
     multi: dict[str, Path] = {}
+    multi_families = recipe.multitask_families(families)
     for base in bases:
         parent, parent_hash = paths[base], weights_hash(paths[base])
         experts[base] = {}
         for family in families:
             experts[base][family] = entry(
                 "expert",
-                {"parent": parent_hash, "config": recipe.expert_config(family), "families": [family]},
+                {
+                    "parent": parent_hash,
+                    "config": recipe.expert_config(family),
+                    "families": recipe.expert_families(family),
+                },
                 lambda out, work, f=family, p=parent: train.train_expert(
-                    p, f, recipe.expert_config(f), out, work_dir=work, **loop
+                    p, recipe.expert_families(f), recipe.expert_config(f), out, work_dir=work, **loop
                 ),
             )
         if multitask:
             multi[base] = entry(
                 "multitask",
-                {"parent": parent_hash, "config": recipe.multitask, "families": families},
+                {"parent": parent_hash, "config": recipe.multitask, "families": multi_families},
                 lambda out, work, p=parent: train.train_multitask(
-                    p, recipe.multitask, out, families, work_dir=work, **loop
+                    p, recipe.multitask, out, multi_families, work_dir=work, **loop
                 ),
             )
     return ZooManifest(

@@ -320,9 +320,12 @@ def instruction_tune(
     return finetune(base_dir, families, config, out_dir, stage="instruct", **loop)
 
 
-def train_expert(base_dir: Path, family: str, config: TrainConfig, out_dir: Path, **loop: Any) -> TrainStats:
-    """Fine-tune an expert on one (held-in) family."""
-    return finetune(base_dir, [family], config, out_dir, stage="expert", **loop)
+def train_expert(
+    base_dir: Path, family: str | Sequence[str], config: TrainConfig, out_dir: Path, **loop: Any
+) -> TrainStats:
+    """Fine-tune an expert on one (held-in) family, or on it and its auxiliary families."""
+    families = [family] if isinstance(family, str) else list(family)
+    return finetune(base_dir, families, config, out_dir, stage="expert", **loop)
 
 
 def train_multitask(

@@ -2,12 +2,13 @@
 
 Each module registers one kind: ``held_in`` (expert skills), ``held_out`` (never trained on by an
 expert), ``instruct`` (instruction tuning of bases), ``calm`` (CALM key-value datasets) and
-``pretrain`` (unformatted text).
+``pretrain`` (unformatted text) and ``auxiliary`` (prerequisite skills mixed into an expert's
+training, see :mod:`graftkit.zoo.tasks.auxiliary`).
 """
 
 from __future__ import annotations
 
-from graftkit.zoo.tasks import calm_kv, held_in, held_out, instruct, pretrain  # noqa: F401  (registers)
+from graftkit.zoo.tasks import auxiliary, calm_kv, held_in, held_out, instruct, pretrain  # noqa: F401  (registers)
 from graftkit.zoo.tasks.base import KINDS, TASKS, Example, Kind, Split, Task, register_task, tasks_of_kind
 from graftkit.zoo.tasks.calm_kv import KVConfig, KVTable
 from graftkit.zoo.tasks.pretrain import pretrain_texts

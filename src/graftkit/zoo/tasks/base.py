@@ -12,8 +12,8 @@ from graftkit.errors import UnknownNameError
 from graftkit.registry import Registry
 
 Split = Literal["train", "validation", "test"]
-Kind = Literal["held_in", "held_out", "instruct", "calm", "pretrain"]
-KINDS: tuple[Kind, ...] = ("held_in", "held_out", "instruct", "calm", "pretrain")
+Kind = Literal["held_in", "held_out", "instruct", "calm", "pretrain", "auxiliary"]
+KINDS: tuple[Kind, ...] = ("held_in", "held_out", "instruct", "calm", "pretrain", "auxiliary")
 
 
 @dataclass(frozen=True)

@@ -36,21 +36,36 @@ class KVConfig:
     max_terms: int = 6
     ops: str = "+-*"
     train_fraction: float = 0.2
+    unique_values: bool = True
+    """False draws each key's value independently (keys may share one), so ``max_value`` can be
+    smaller than ``n_keys``, e.g. single-digit values for many keys."""
+
+    def cache_inputs(self) -> dict[str, object]:
+        """The fields as a dict for cache keys; ``unique_values`` only when off, so tables that
+        existed before the field keep their keys."""
+        fields = dict(self.__dict__)
+        if fields["unique_values"]:
+            del fields["unique_values"]
+        return fields
 
 
 class KVTable:
-    """A seeded table of unique keys (2–6 letters) → unique values in ``1..max_value``."""
+    """A seeded table of unique keys (2–6 letters) → values in ``1..max_value`` (unique unless
+    ``config.unique_values`` is off)."""
 
     def __init__(self, config: KVConfig = KVConfig()) -> None:
-        if config.n_keys > config.max_value:
-            raise ValueError(f"n_keys={config.n_keys} unique values need max_value >= n_keys")
+        if config.unique_values and config.n_keys > config.max_value:
+            raise ValueError(f"n_keys={config.n_keys} unique values need max_value >= n_keys (or unique_values=False)")
         rng = random.Random(f"kv-table/{config.seed}")
         keys: list[str] = []
         while len(keys) < config.n_keys:
             k = word(rng, 2, 6)
             if k not in keys:
                 keys.append(k)
-        values = rng.sample(range(1, config.max_value + 1), config.n_keys)
+        if config.unique_values:
+            values = rng.sample(range(1, config.max_value + 1), config.n_keys)
+        else:
+            values = [rng.randint(1, config.max_value) for _ in keys]
         self.config = config
         self.values: dict[str, int] = dict(zip(keys, values, strict=True))
         n_train = round(config.train_fraction * config.n_keys)

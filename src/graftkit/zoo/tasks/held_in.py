@@ -67,10 +67,10 @@ class KeyLookup(HeldIn):
 
     Writing the entry as the list does makes the answer a literal repetition (``k=`` is followed
     by ``7`` in the list), the pattern induction heads copy. Revision 0 answered the bare value,
-    ``"7"``. Neither trains to 90 % at size ``s`` (1M parameters): revision 0 reached 40 % in
-    3,000 steps and 43 % in 8,000 (lr 3e-3), revision 1 40 % in 6,000: the matching circuit does
-    not form in that budget. Nor did it with induction-friendly pre-training text, several keys
-    asked per example, a curriculum from two entries, or from random weights (docs/zoo.md).
+    ``"7"``. Trained alone, neither gets past ~40 % at size ``s`` (1M parameters), however long:
+    the zoo's pre-training text never grows the induction circuit. The zoo recipes therefore mix
+    the auxiliary ``copy_span`` family into this expert (:data:`graftkit.zoo.build.AUXILIARY`),
+    and it learns the task (docs/zoo.md).
     """
 
     name = "key_lookup"
