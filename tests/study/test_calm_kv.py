@@ -1,6 +1,8 @@
 """The CALM key-value study end to end on tiny settings, and the invariants its data and baselines keep."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +89,20 @@ def test_bridge_data_file_is_the_composition_rows(quick_result):
     assert stored == composition_rows(CalmKVSettings.quick())
 
 
+def test_control_bridge_trains_on_substitution_over_the_20_percent_keys(quick_result):
+    result, _, _ = quick_result
+    folder = Path(result["paths"]["CALM, trained on KV-Substitution"])
+    assert folder != Path(result["paths"]["CALM"])
+    stored = [json.loads(line) for line in (folder / "composition.jsonl").open()]
+    settings = CalmKVSettings.quick()
+    assert stored == composition_rows(settings, "kv_substitution_k20") != composition_rows(settings)
+    table = KVTable(settings.kv())
+    for row in stored:  # the answer is the expression with each key replaced by its value
+        assert set(keys_in(row["prompt"])) <= set(table.train_keys)
+        expression = row["prompt"].split("\n")[1]
+        assert row["completion"] == re.sub("[a-z]+", lambda m: str(table.values[m.group()]), expression)
+
+
 def test_cache_root_is_the_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAFTKIT_CACHE", str(tmp_path))
     assert Cache().root == tmp_path
@@ -98,6 +114,7 @@ def test_cli_prints_the_tables_and_writes_json(quick_result, tmp_path, monkeypat
     from graftkit.study.cli import app
 
     monkeypatch.setenv("GRAFTKIT_CACHE", str(quick_result[2]))  # the fixture's cache: every stage is a hit
+    monkeypatch.setenv("COLUMNS", "160")  # rich wraps the variant names of the ablation table at 80
     out = tmp_path / "r.json"
     run = CliRunner().invoke(app, ["calm-kv", "--quick", "--json", str(out), "n_eval=6"])
     assert run.exit_code == 0, run.output

@@ -21,6 +21,7 @@ def study_tasks(settings: CalmKVSettings) -> dict[str, Any]:
         "kv_arithmetic": KVArithmetic(kv, name="kv_arithmetic"),
         "kv_arithmetic_k20": KVArithmetic(kv, keys="train", name="kv_arithmetic_k20"),
         "kv_arithmetic_k80": KVArithmetic(kv, keys="other", name="kv_arithmetic_k80"),
+        "kv_substitution_k20": KVSubstitution(kv, keys="train", name="kv_substitution_k20"),  # control data
     }
     for task in tasks.values():
         task.instruction = settings.instruction  # instance attribute: the registered tasks are untouched
@@ -47,9 +48,14 @@ def distinct_examples(task: Any, split: str, n: int, seed: int = 0, patience: in
     return out
 
 
-def composition_rows(settings: CalmKVSettings) -> list[dict[str, str]]:
-    """The bridge's training data: distinct KV-Arithmetic train-split examples over the 20% keys only."""
-    task = study_tasks(settings)["kv_arithmetic_k20"]
+COMPOSITION_DATA = "kv_arithmetic_k20"
+"""The composition data of the paper's experiment: KV-Arithmetic over the 20% keys."""
+
+
+def composition_rows(settings: CalmKVSettings, dataset: str = COMPOSITION_DATA) -> list[dict[str, str]]:
+    """A bridge's training data: distinct train-split examples of ``dataset`` (by default
+    KV-Arithmetic over the 20% keys only; the control bridge uses ``kv_substitution_k20``)."""
+    task = study_tasks(settings)[dataset]
     examples = distinct_examples(task, "train", settings.n_composition, seed=settings.seed)
     return [{"prompt": e.prompt, "completion": e.answer} for e in examples]
 

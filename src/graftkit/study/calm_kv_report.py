@@ -15,8 +15,15 @@ NAMES = {
     "kv_arithmetic_k80": "KV-Arithmetic (80% held-out keys)",
 }
 MODELS = ("m_A", "m_B", "CALM")
-ABLATION_SETS = ("kv_arithmetic_k80", "kv_arithmetic_k20", "kv_arithmetic", "numeric_arithmetic")
-ABLATIONS = ("CALM", "CALM, random m_A", "CALM, text-only m_A", "CALM, encoder mode", "LoRA on m_B")
+ABLATION_SETS = ("kv_arithmetic_k80", "kv_arithmetic_k20", "kv_arithmetic", "numeric_arithmetic", "kv_substitution")
+ABLATIONS = (
+    "CALM",
+    "CALM, random m_A",
+    "CALM, text-only m_A",
+    "CALM, encoder mode",
+    "LoRA on m_B",
+    "CALM, trained on KV-Substitution",
+)
 
 
 def _fmt(value: float | None) -> str:
@@ -40,7 +47,7 @@ def ablation_rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 TABLE1_HEAD = ["Dataset", "n", "m_A", "m_B", "CALM", "paper m_A", "paper m_B", "paper CALM"]
-ABLATION_HEAD = ["Variant", "KV-Arith held-out 80%", "KV-Arith 20% keys", "KV-Arith all", "Numeric-Arith"]
+ABLATION_HEAD = ["Variant", "KV-Arith held-out 80%", "KV-Arith 20% keys", "KV-Arith all", "Numeric-Arith", "KV-Sub all"]
 """Columns of :func:`ablation_rows`, in the order of :data:`ABLATION_SETS`."""
 
 

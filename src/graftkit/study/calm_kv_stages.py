@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from graftkit.study.calm_kv_data import composition_rows, study_tasks
+from graftkit.study.calm_kv_data import COMPOSITION_DATA, composition_rows, study_tasks
 from graftkit.study.calm_kv_settings import CalmKVSettings
 from graftkit.zoo.cache import Cache, weights_hash
 from graftkit.zoo.train import TrainConfig
@@ -72,11 +72,13 @@ def _random_model(preset: str, seed: int, out: Path, work: Path) -> None:
     save_model(model, tokenizer, out, {"stage": "random", "preset": preset, "seed": seed, "seconds": 0.0})
 
 
-def _train_bridge(settings: CalmKVSettings, anchor: Path, augment: Path, out: Path, work: Path) -> None:
+def _train_bridge(
+    settings: CalmKVSettings, anchor: Path, augment: Path, out: Path, work: Path, dataset: str = COMPOSITION_DATA
+) -> None:
     from graftkit.compose.train import train_bridge
 
     data = out / "composition.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in composition_rows(settings)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in composition_rows(settings, dataset)))
     recipe = {
         "anchor": str(anchor),
         "augments": [{"path": str(augment), "connections": [c.model_dump() for c in settings.connections]}],
@@ -229,8 +231,17 @@ def build_models(
     return {k: v for k, v in paths.items() if v is not None}
 
 
-BRIDGES = {"CALM": "m_A", "CALM, random m_A": "m_A random", "CALM, text-only m_A": "m_A text-only"}
+BRIDGES = {
+    "CALM": "m_A",
+    "CALM, random m_A": "m_A random",
+    "CALM, text-only m_A": "m_A text-only",
+    "CALM, trained on KV-Substitution": "m_A",
+}
 """Each trained bridge's label → the augment it reads."""
+
+BRIDGE_DATA = {"CALM, trained on KV-Substitution": "kv_substitution_k20"}
+"""Bridges trained on other data than :data:`COMPOSITION_DATA`. The KV-Substitution bridge is a control:
+it relays what m_A itself outputs, so it shows whether bridge and training work at this scale."""
 
 
 def _bridge_inputs(settings: CalmKVSettings, paths: dict[str, Path]) -> dict[str, Any]:
@@ -252,11 +263,17 @@ def build_bridges(
 ) -> dict[str, Path]:
     """The bridges of :data:`BRIDGES` (or the ``only`` ones), built or from the cache."""
     entry, inputs = _entry(cache, say), _bridge_inputs(settings, paths)
+
+    def data_input(label: str) -> dict[str, str]:  # absent for the default data: older keys stay valid
+        return {"data": BRIDGE_DATA[label]} if label in BRIDGE_DATA else {}
+
     return {
         label: entry(
             "calm-kv-bridge",
-            {**inputs, "augment": weights_hash(paths[aug])},
-            lambda out, work, a=paths[aug]: _train_bridge(settings, paths["m_B"], a, out, work),
+            {**inputs, "augment": weights_hash(paths[aug]), **data_input(label)},
+            lambda out, work, a=paths[aug], d=BRIDGE_DATA.get(label, COMPOSITION_DATA): _train_bridge(
+                settings, paths["m_B"], a, out, work, d
+            ),
         )
         for label, aug in BRIDGES.items()
         if only is None or label in only
