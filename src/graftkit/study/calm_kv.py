@@ -141,8 +141,9 @@ def run_study(
             rows[label] = score(model.eval(), tokenizer, tests, settings, None)
         rows["CALM"] = score(composed.eval(), tokenizer, tests, settings, "paper")
         rows["CALM, encoder mode"] = score(composed, tokenizer, tests, settings, "encoder")
-        for label in ("CALM, random m_A", "CALM, text-only m_A", "CALM, trained on KV-Substitution"):
-            aug = BRIDGES[label]
+        for label, aug in BRIDGES.items():
+            if label == "CALM":  # scored above, in both decoding modes
+                continue
             model = load_bridge(bridges[label], anchor=anchor_model, augments=[train.load_model(paths[aug])[0]])
             rows[label] = score(model.eval(), tokenizer, tests, settings, "paper")
         lora_model, _ = train.load_model(lora_path)
