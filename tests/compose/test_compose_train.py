@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +68,36 @@ def test_training_lowers_eval_loss(workspace):
     out = train_bridge(recipe(workspace, steps=30, lr=1e-2, warmup=2) | {"eval_every": 10})
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["eval_loss"] < rows[0]["eval_loss"] - 0.05
+
+
+def test_bf16_autocast_runs_on_cpu_and_keeps_the_bridge_float32(workspace):
+    """``bf16: true`` autocasts on any device (on CUDA "auto" does the same); "auto" on CPU stays float32."""
+    plain = train_bridge(recipe(workspace, out="auto"))
+    mixed = train_bridge(recipe(workspace, out="bf16") | {"bf16": True})
+    a, b = load_file(str(plain / "bridge.safetensors")), load_file(str(mixed / "bridge.safetensors"))
+    assert all(t.dtype == torch.float32 for t in b.values())
+    # The bf16 forward rounds activations: the bridge moves, but not exactly as in float32 ...
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+    def losses(out):
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return torch.tensor([[r["train_loss"], r["eval_loss"]] for r in rows])
+
+    # ... and the losses stay within bf16's rounding of float32's.
+    assert torch.allclose(losses(mixed), losses(plain), rtol=0.03)
+
+
+def test_bf16_setting_per_device(monkeypatch):
+    from graftkit.compose import train
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not train.uses_bf16("auto", cpu) and train.uses_bf16(True, cpu) and not train.uses_bf16(False, cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert train.uses_bf16("auto", cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert not train.uses_bf16("auto", cuda)
+    with pytest.raises(RecipeError, match="bf16"):
+        load_recipe(recipe(Path("ws")) | {"bf16": "sometimes"})
 
 
 def test_labels_cover_completion_only():

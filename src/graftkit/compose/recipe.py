@@ -51,8 +51,10 @@ class OptimRecipe(_Frozen):
 class BridgeRecipe(_Frozen):
     """Everything :func:`graftkit.compose.train.train_bridge` needs.
 
-    ``bf16`` turns on bfloat16 autocast where the device supports it (CUDA); the frozen models are
-    loaded in ``dtype``.
+    ``bf16``: bfloat16 autocast for the forward passes. ``"auto"`` (default) turns it on on CUDA
+    devices that support bfloat16 and off elsewhere; ``true`` turns it on on any device (CPU autocast
+    included); ``false`` turns it off. The bridge's weights and optimiser state stay float32 either way.
+    The frozen models are loaded in ``dtype``.
     """
 
     anchor: str
@@ -64,7 +66,7 @@ class BridgeRecipe(_Frozen):
     eval_every: PositiveInt = 100
     checkpoint_every: PositiveInt = 500
     seed: int = 0
-    bf16: bool = True
+    bf16: bool | Literal["auto"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str | None = None  # default: cuda if available, else cpu
     progress: bool = True

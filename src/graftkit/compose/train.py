@@ -69,6 +69,13 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def uses_bf16(setting: bool | str, device: torch.device) -> bool:
+    """Whether the recipe's ``bf16`` setting turns on bfloat16 autocast on ``device``."""
+    if setting == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return bool(setting)
+
+
 @torch.no_grad()
 def evaluate_loss(model: Any, examples: list[Example], batch_size: int, pad_id: int, autocast: Any) -> float:
     """Mean cross-entropy per completion token over ``examples``."""
@@ -139,10 +146,10 @@ def train_bridge(config: BridgeRecipe | str | Path | dict, overrides: list[str] 
     runner: Any = model
     if accelerator:
         runner, optimizer = accelerator.prepare(model, optimizer)
-    use_bf16 = recipe.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_bf16 = uses_bf16(recipe.bf16, device)
 
     def autocast() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     refs = {"anchor_path": str(Path(recipe.anchor).resolve())}
     refs["augment_paths"] = [str(Path(a.path).resolve()) for a in recipe.augments]  # type: ignore[assignment]
