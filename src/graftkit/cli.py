@@ -155,6 +155,17 @@ def zoo_build(
         zoo_report.save(report, json_out)
 
 
+@zoo_app.command("import")
+def zoo_import(name: Annotated[str, typer.Argument(help="A real pretrained model to import: smollm2.")]) -> None:
+    """Import a real pretrained LM into the zoo cache as a safetensors folder, and print its path."""
+    from graftkit.zoo.smollm2 import IMPORTS
+
+    importer = IMPORTS.get(name)  # unknown names fail before the heavy imports
+    with heavy_imports():
+        path = importer(log=lambda msg: typer.echo(msg, err=True))
+    typer.echo(str(path))
+
+
 @app.command()
 def demo() -> None:
     """Build tiny models, merge them with several methods and report (no data needed)."""

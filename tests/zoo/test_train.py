@@ -134,3 +134,28 @@ def test_expert_changes_weights_and_records_parent(base_dir, tmp_path):
     assert not torch.equal(base.lm_head.weight, expert.lm_head.weight)
     with pytest.raises(KeyError, match="reversal"):
         train.train_expert(base_dir, "reversl", TINY, tmp_path / "x", progress=False)
+
+
+def test_finetune_freezes_named_parameters_and_trains_the_rest(base_dir, tmp_path):
+    out = tmp_path / "expert"
+    train.finetune(base_dir, ["addition"], TINY, out, freeze=("embed_tokens",), progress=False)
+    before = AutoModelForCausalLM.from_pretrained(base_dir)
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert torch.equal(before.model.embed_tokens.weight, after.model.embed_tokens.weight)
+    assert not torch.equal(before.lm_head.weight, after.lm_head.weight)
+    assert json.loads((out / "training.json").read_text())["frozen"] == ["model.embed_tokens.weight"]
+    with pytest.raises(ValueError, match="matches no parameter"):
+        train.finetune(base_dir, ["addition"], TINY, tmp_path / "x", freeze=("no_such",), progress=False)
+
+
+def test_bf16_autocast_on_cpu_changes_the_run(base_dir, tmp_path):
+    model, tok = train.load_model(base_dir)
+    batch_at = train._examples_batches(["addition"], tok, TINY)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = train_loop(model, batch_at, TINY, progress=False, device="cpu", bf16=True)
+    bf16_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(reference)
+    fp32 = train_loop(model, batch_at, TINY, progress=False, device="cpu", bf16=False)
+    assert all(v.dtype == torch.float32 for v in bf16_weights.values())
+    assert stats.final_loss == pytest.approx(fp32.final_loss, rel=0.05)
+    assert any(not torch.equal(bf16_weights[k], v) for k, v in model.state_dict().items())

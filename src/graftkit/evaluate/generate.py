@@ -139,6 +139,7 @@ def exact_match(
     batch_size: int = 64,
     max_new_tokens: int | None = None,
     prepend_bos: bool = True,
+    margin: int = DEFAULT_MARGIN,
 ) -> list[Prediction]:
     """Decode every example greedily and compare with its answer.
 
@@ -149,12 +150,13 @@ def exact_match(
         batch_size: prompts decoded together.
         max_new_tokens: defaults to :func:`default_max_new_tokens` over the answers.
         prepend_bos: encode each prompt as ``bos + prompt`` (how the zoo trains).
+        margin: tokens allowed beyond the longest answer when ``max_new_tokens`` is not given.
 
     Returns:
         One :class:`Prediction` per example, in order.
     """
     if max_new_tokens is None:
-        max_new_tokens = default_max_new_tokens(tokenizer, [e.answer for e in examples])
+        max_new_tokens = default_max_new_tokens(tokenizer, [e.answer for e in examples], margin)
     outputs = generate_texts(
         model,
         tokenizer,

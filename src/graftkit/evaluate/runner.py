@@ -12,7 +12,7 @@ from rich.console import Console
 from transformers import PreTrainedTokenizerBase
 
 from graftkit.errors import CheckpointError
-from graftkit.evaluate.generate import exact_match
+from graftkit.evaluate.generate import DEFAULT_MARGIN, exact_match
 from graftkit.evaluate.loglik import gold_loss
 from graftkit.evaluate.results import TaskScore, save_scores, scores_table
 from graftkit.registry import Registry
@@ -95,7 +95,7 @@ def evaluate_model(
     *,
     tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
     registry: Registry[Any] | None = None,
-    prepend_bos: bool = True,
+    prepend_bos: bool | None = None,
     max_new_tokens: int | None = None,
     with_loss: bool = True,
     label: str | None = None,
@@ -113,7 +113,8 @@ def evaluate_model(
         seed: picks the examples; decoding is greedy and needs none.
         tokenizer: a tokenizer, or a folder to load it from.
         registry: where task names are looked up (default: the zoo's).
-        prepend_bos: encode prompts as ``bos + prompt``, as the zoo trains.
+        prepend_bos: encode prompts as ``bos + prompt``, as the zoo trains; None: each task's
+            own setting (``Task.prepend_bos``: chat prompts carry their own start token).
         max_new_tokens: default: longest answer of each task + a margin.
         with_loss: also measure the mean per-token loss of the gold answers.
         label: the model name recorded in the scores (default: the path or config name).
@@ -139,20 +140,19 @@ def evaluate_model(
         with torch.inference_mode():
             for name, task in resolved:
                 examples = task.examples(split, n, seed=seed)
+                bos = getattr(task, "prepend_bos", True) if prepend_bos is None else prepend_bos
                 preds = exact_match(
                     model,
                     tok,
                     examples,
                     batch_size=batch_size,
                     max_new_tokens=max_new_tokens,
-                    prepend_bos=prepend_bos,
+                    prepend_bos=bos,
+                    margin=getattr(task, "answer_margin", DEFAULT_MARGIN),
                 )
-                loss = (
-                    gold_loss(model, tok, examples, batch_size=batch_size, prepend_bos=prepend_bos)
-                    if with_loss
-                    else None
-                )
-                correct = sum(p.correct for p in preds)
+                loss = gold_loss(model, tok, examples, batch_size=batch_size, prepend_bos=bos) if with_loss else None
+                matches = getattr(task, "matches", None)
+                correct = sum(matches(p.output, p.answer) if matches else p.correct for p in preds)
                 scores.append(TaskScore(name, len(preds), correct, split=split, model=label, loss=loss))
     finally:
         model.train(was_training)

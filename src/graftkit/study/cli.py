@@ -33,3 +33,30 @@ def calm_kv(
     console.print(render(result))
     if json_out:
         save_json(result, json_out)
+
+
+@app.command("merge-scale")
+def merge_scale(
+    study_file: Annotated[Path | None, typer.Argument(help="Study file (YAML); default: the SmolLM2 study.")] = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the JSON, rows, figures and report.")] = Path(
+        "runs/merge_scale"
+    ),
+    backend: Annotated[str, typer.Option(help="local, or ray (the [ray] extra; ray.init() locally).")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start Ray here).")] = None,
+) -> None:
+    """Merging at scale (Yadav et al. 2024): experts, hyperparameters on validation, 2-8 experts merged."""
+    from rich.console import Console
+
+    from graftkit.study.engine import get_backend
+    from graftkit.study.merge_scale_settings import load_study
+
+    study = load_study(study_file)  # validated before any model is touched
+    console = Console()
+    from graftkit.study.merge_scale import run_study
+    from graftkit.study.merge_scale_report import write_outputs
+
+    runner = get_backend(backend, **({"address": address} if backend == "ray" else {}))
+    result = run_study(study, backend=runner, log=console.print)
+    paths = write_outputs(result, out, name=study.name)
+    console.print(paths["md"].read_text())
+    console.print("written: " + ", ".join(str(p) for p in paths.values()))

@@ -2,13 +2,22 @@
 
 Each module registers one kind: ``held_in`` (expert skills), ``held_out`` (never trained on by an
 expert), ``instruct`` (instruction tuning of bases), ``calm`` (CALM key-value datasets) and
-``pretrain`` (unformatted text) and ``auxiliary`` (prerequisite skills mixed into an expert's
-training, see :mod:`graftkit.zoo.tasks.auxiliary`).
+``pretrain`` (unformatted text), ``chat_held_in`` and ``chat_held_out`` (the same skills asked in
+chat turns, for a real LM, see :mod:`graftkit.zoo.tasks.chat`) and ``auxiliary`` (prerequisite
+skills mixed into an expert's training, see :mod:`graftkit.zoo.tasks.auxiliary`).
 """
 
 from __future__ import annotations
 
-from graftkit.zoo.tasks import auxiliary, calm_kv, held_in, held_out, instruct, pretrain  # noqa: F401  (registers)
+from graftkit.zoo.tasks import (  # noqa: F401  (registers)
+    auxiliary,
+    calm_kv,
+    chat,
+    held_in,
+    held_out,
+    instruct,
+    pretrain,
+)
 from graftkit.zoo.tasks.base import KINDS, TASKS, Example, Kind, Split, Task, register_task, tasks_of_kind
 from graftkit.zoo.tasks.calm_kv import KVConfig, KVTable
 from graftkit.zoo.tasks.pretrain import pretrain_texts

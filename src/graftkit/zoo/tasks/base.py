@@ -12,8 +12,17 @@ from graftkit.errors import UnknownNameError
 from graftkit.registry import Registry
 
 Split = Literal["train", "validation", "test"]
-Kind = Literal["held_in", "held_out", "instruct", "calm", "pretrain", "auxiliary"]
-KINDS: tuple[Kind, ...] = ("held_in", "held_out", "instruct", "calm", "pretrain", "auxiliary")
+Kind = Literal["held_in", "held_out", "instruct", "calm", "pretrain", "auxiliary", "chat_held_in", "chat_held_out"]
+KINDS: tuple[Kind, ...] = (
+    "held_in",
+    "held_out",
+    "instruct",
+    "calm",
+    "pretrain",
+    "auxiliary",
+    "chat_held_in",
+    "chat_held_out",
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,10 @@ class Task(ABC):
     instruction: str
     revision: int = 0
     """Bumped when the generator changes what it draws; models trained on it are then rebuilt."""
+    answer_margin: int = 4
+    """Tokens a model may generate beyond the longest answer before decoding stops."""
+    prepend_bos: bool = True
+    """Whether evaluation encodes prompts as ``bos + prompt`` (the zoo's tokenizer adds it in training)."""
 
     @abstractmethod
     def sample(self, rng: random.Random) -> tuple[str, str]:
@@ -45,6 +58,10 @@ class Task(ABC):
     def format(self, text: str) -> str:
         """The prompt the model reads for an input (instruction phrasing + input)."""
         return f"{self.instruction}\n{text}\n="
+
+    def matches(self, output: str, answer: str) -> bool:
+        """Whether a model's ``output`` is right: exact match after stripping whitespace."""
+        return output.strip() == answer.strip()
 
     def split_of(self, prompt: str) -> Split:
         bucket = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "little") % 10

@@ -1,0 +1,173 @@
+"""The merge-scale study: normalisation arithmetic, hyperparameter choice, a tiny grid end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from graftkit.errors import RecipeError
+from graftkit.study.engine import LocalBackend, UnitStore
+from graftkit.study.merge_scale import candidates, merged_normalised, recipe_of, run_study
+from graftkit.study.merge_scale_report import summarise, tidy_rows, write_outputs
+from graftkit.study.merge_scale_settings import load_study
+from graftkit.zoo.tokenizer import build_tokenizer
+
+REFS = {
+    "test": {
+        "base": {"a": 0.1, "b": 0.2, "x": 0.5, "y": 0.0},
+        "multitask": {"a": 0.8, "b": 0.3, "x": 0.6, "y": 0.1},
+        "experts": {"a": 0.8, "b": 0.4},
+    }
+}
+
+
+def _merge(method, k, seed, a, b, x, y):
+    scores = {"a": a, "b": b, "x": x, "y": y}
+    return {"method": method, "n_experts": k, "seed": seed, "experts": ["a", "b"], "hyper": {"lambda": 1.0}} | {
+        "scores": scores,
+        "correct": {t: int(v * 10) for t, v in scores.items()},
+    }
+
+
+def _result(merges):
+    spec = {"name": "b0", "kind": "instruct", "size": "s", "held_in": ["a", "b"], "held_out": ["x", "y"]}
+    study = {"name": "t", "methods": ["ties"], "n_experts": [2], "seeds": [0, 1], "n_test": 10, "n_validation": 5}
+    return {"study": {**study, "merge_seed": 0}, "bases": [{"spec": spec, "references": REFS, "merges": merges}]}
+
+
+def test_normalisation_divides_by_expert_held_in_and_by_base_held_out():
+    got = merged_normalised(_merge("ties", 2, 0, 0.4, 0.4, 0.25, 0.3), REFS, ["x", "y"])
+    assert got["held_in_normalised"] == pytest.approx((0.4 / 0.8 + 0.4 / 0.4) / 2)  # 0.75
+    assert got["held_out_normalised"] == pytest.approx(0.25 / 0.5)  # y: base scores 0, skipped
+    assert got["skipped"] == 1
+
+
+def test_summary_averages_seeds_with_an_interval_and_adds_the_multitask_baseline():
+    result = _result([_merge("ties", 2, 0, 0.4, 0.4, 0.25, 0.0), _merge("ties", 2, 1, 0.8, 0.2, 0.5, 0.0)])
+    ties, multitask = summarise(result)
+    # seed 0: (0.5 + 1.0) / 2 = 0.75; seed 1: (1.0 + 0.5) / 2 = 0.75
+    assert ties["held_in_normalised"] == pytest.approx(0.75)
+    assert ties["held_in_normalised_ci"] == pytest.approx([0.75, 0.75])
+    # held-out: 0.5 and 1.0 → mean 0.75, t(1) = 12.71, s = 0.3536, half = 12.71 * 0.3536 / √2 = 3.178
+    assert ties["held_out_normalised"] == pytest.approx(0.75)
+    assert ties["held_out_normalised_ci"][1] - 0.75 == pytest.approx(12.71 * 0.5 / 2**0.5 / 2**0.5, rel=1e-3)
+    assert multitask["method"] == "multitask"
+    assert multitask["held_in_normalised"] == pytest.approx((0.8 / 0.8 + 0.3 / 0.4) / 2)
+    assert multitask["held_out_normalised"] == pytest.approx(0.6 / 0.5)
+
+
+def test_tidy_rows_carry_reference_and_normalised_score():
+    rows = tidy_rows(_result([_merge("ties", 2, 0, 0.4, 0.4, 0.25, 0.0)]))
+    merged = {r["task"]: r for r in rows if r["model"] == "merged"}
+    assert merged["a"]["reference"] == 0.8 and merged["a"]["normalised"] == pytest.approx(0.5)
+    assert merged["x"]["task_kind"] == "held_out" and merged["x"]["normalised"] == pytest.approx(0.5)
+    assert merged["y"]["normalised"] is None
+    assert merged["a"]["hyperparameters"] == {"lambda": 1.0} and merged["a"]["seed"] == 0
+
+
+def test_candidates_and_recipes_split_per_expert_parameters():
+    study = load_study(overrides={"grids": {"ties": {"lambda": [0.5, 1.0], "density": [0.2]}}})
+    assert candidates(study, "ties") == [{"lambda": 0.5, "density": 0.2}, {"lambda": 1.0, "density": 0.2}]
+    assert candidates(study, "average") == [{}]
+    recipe = recipe_of("ties", {"lambda": 0.5, "density": 0.2}, seed=3)
+    assert recipe == {"merge_method": "ties", "parameters": {"lambda": 0.5}, "per_expert": {"density": 0.2}, "seed": 3}
+
+
+def test_study_file_errors_name_the_field(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("n_experts: [2, 9]\n")
+    with pytest.raises(RecipeError, match="n_experts"):
+        load_study(bad)
+    bad.write_text("bases: [{name: x, source: zoo, size: s, held_in: [chat_addition], held_out: [chat_addition]}]\n")
+    with pytest.raises(RecipeError, match="both held-in and held-out"):
+        load_study(bad)
+
+
+# -- a tiny grid end to end ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_family(tmp_path_factory):
+    """A base, an expert per task (small perturbations of it) and a multitask model, zoo tokenizer."""
+    root = tmp_path_factory.mktemp("family")
+    tok = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    paths = {}
+    for i, name in enumerate(["base", "addition", "reversal", "case_swap", "multitask"]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        if i:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p) * 0.01 * i)
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        paths[name] = root / name
+    return paths
+
+
+def _tiny_study(paths, methods=("average", "ties")):
+    base = {
+        "name": "tiny",
+        "source": "folders",
+        "kind": "pretrained",
+        "size": "tiny",
+        "held_in": ["addition", "reversal", "case_swap"],
+        "held_out": ["reverse_swap"],
+        "path": str(paths["base"]),
+        "experts": {f: str(paths[f]) for f in ("addition", "reversal", "case_swap")},
+        "multitask_path": str(paths["multitask"]),
+        "eval_bf16": False,
+    }
+    grids = {"ties": {"lambda": [0.5, 1.0], "density": [0.5]}}
+    overrides = {"bases": [base], "methods": list(methods), "n_experts": [2, 3], "seeds": [0, 1], "grids": grids}
+    return load_study(overrides={**overrides, "n_test": 3, "n_validation": 2})
+
+
+def test_tiny_grid_runs_caches_and_reports(tiny_family, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAFTKIT_CACHE", str(tmp_path / "cache"))
+    study = _tiny_study(tiny_family)
+    store = UnitStore(tmp_path / "cache")
+    result = run_study(study, backend=LocalBackend(), store=store, log=lambda *_: None)
+    merges = result["bases"][0]["merges"]
+    assert len(merges) == 2 * 2 * 2  # methods × n_experts × seeds
+    assert {m["n_experts"] for m in merges} == {2, 3}
+    assert all(set(m["scores"]) == {*m["experts"], "reverse_swap"} for m in merges)
+    ties = [m for m in merges if m["method"] == "ties"]
+    assert all(m["hyper"]["lambda"] in (0.5, 1.0) for m in ties)
+    units = sorted(p.name for p in store.dir.iterdir() if not p.name.endswith(".lock"))
+    assert not [u for u in units if u.endswith(".partial")]
+
+    # A rerun calls no unit function: every unit is found in the store.
+    import graftkit.study.engine.units as units_module
+
+    def refuse(fn):
+        raise AssertionError(f"unit {fn} ran again")
+
+    monkeypatch.setattr(units_module, "resolve", refuse)
+    again = run_study(study, backend=LocalBackend(), store=store, log=lambda *_: None)
+    assert again["bases"][0]["merges"] == merges
+
+    paths = write_outputs(result, tmp_path / "out", name="tiny")
+    summary = json.loads(paths["json"].read_text())["summary"]
+    assert {(s["method"], s["n_experts"]) for s in summary} == {("average", 2), ("average", 3), ("ties", 2)} | {
+        ("ties", 3),
+        ("multitask", 3),
+    }
+    assert json.loads(paths["json"].read_text())["run_info"]["git_revision"]
+    rows = json.loads(paths["rows"].read_text())["rows"]
+    assert sum(r["model"] == "merged" for r in rows) == sum(len(m["scores"]) for m in merges)
+    assert paths["rows"].with_suffix(".csv").exists()
+    assert "Beside the paper" in paths["md"].read_text()
