@@ -46,13 +46,13 @@ def demo_training() -> dict[str, Any]:
 def build_models(store: Any, log: Callable[[str], object]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """The SmolLM2 base and one expert per demo family, as model refs (path + weights hash)."""
     from graftkit.study.engine import LocalBackend
-    from graftkit.study.model_units import expert_unit, model_ref
+    from graftkit.study.model_units import expert_unit, model_ref, unit_model
     from graftkit.zoo.smollm2 import import_smollm2
 
     base = model_ref(import_smollm2(log=log))
     units = [expert_unit(base, [f], demo_training(), f"expert:{f}") for f in DEMO_FAMILIES]
-    results = LocalBackend().map(units, store, progress="fine-tuning experts")
-    return base, {f: {"path": r["model"], "weights": r["weights"]} for f, r in zip(DEMO_FAMILIES, results, strict=True)}
+    LocalBackend().map(units, store, progress="fine-tuning experts")
+    return base, {f: unit_model(store, unit) for f, unit in zip(DEMO_FAMILIES, units, strict=True)}
 
 
 def merge_with_cli(base: Path, experts: Sequence[Path], workdir: Path) -> dict[str, Path]:

@@ -16,17 +16,26 @@ from graftkit.study.calm_kv import (
     study_tasks,
 )
 from graftkit.study.calm_kv_report import ABLATIONS, ablation_rows, render, table1_rows
-from graftkit.zoo.cache import Cache
+from graftkit.study.engine import LocalBackend, UnitStore
 from graftkit.zoo.tasks import KVTable
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
+    """The quick study run twice: into the default store (under ``$GRAFTKIT_CACHE``), then again into an
+    explicit ``UnitStore`` at that root with every unit function refused, so the rerun only evaluates."""
+    import graftkit.study.engine.units as units_module
+
     root = tmp_path_factory.mktemp("calm_kv_cache")
+
+    def refuse(fn):
+        raise AssertionError(f"unit {fn} ran again")
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRAFTKIT_CACHE", str(root))
         first = run_study(CalmKVSettings.quick())
-        again = run_study(CalmKVSettings.quick())  # every stage is now a cache hit
+        mp.setattr(units_module, "resolve", refuse)
+        again = run_study(CalmKVSettings.quick(), backend=LocalBackend(), store=UnitStore(root))
     return first, again, root
 
 
@@ -103,9 +112,24 @@ def test_control_bridge_trains_on_substitution_over_the_20_percent_keys(quick_re
         assert row["completion"] == re.sub("[a-z]+", lambda m: str(table.values[m.group()]), expression)
 
 
-def test_cache_root_is_the_env_var(tmp_path, monkeypatch):
+def test_units_land_in_the_store_and_a_rerun_calls_no_unit_function(quick_result):
+    first, again, root = quick_result  # ``again`` ran with every unit function refused
+    store = UnitStore(root)
+    folders = sorted(p.name for p in store.dir.iterdir() if not p.name.endswith(".lock"))
+    assert not [f for f in folders if f.endswith(".partial")]
+    prefixes = sorted(f.rsplit("-", 1)[0] for f in folders)  # 4 models, 4 bridges, LoRA: one unit each
+    assert prefixes == ["bridge"] * 4 + ["lora", "random_model", "task_model", "task_model", "text_model"]
+    for path in first["paths"].values():
+        unit = Path(path).parent
+        assert unit.parent == store.dir and (unit / "result.json").is_file()
+    stages = {k: v for k, v in first["seconds"].items() if k != "evaluation"}
+    assert stages == {k: again["seconds"][k] for k in stages}  # the times recorded when the units ran
+    assert all(v > 0 for k, v in stages.items() if k != "m_A random")
+
+
+def test_store_root_is_the_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAFTKIT_CACHE", str(tmp_path))
-    assert Cache().root == tmp_path
+    assert UnitStore().root == tmp_path
 
 
 def test_cli_prints_the_tables_and_writes_json(quick_result, tmp_path, monkeypatch):
@@ -113,7 +137,7 @@ def test_cli_prints_the_tables_and_writes_json(quick_result, tmp_path, monkeypat
 
     from graftkit.study.cli import app
 
-    monkeypatch.setenv("GRAFTKIT_CACHE", str(quick_result[2]))  # the fixture's cache: every stage is a hit
+    monkeypatch.setenv("GRAFTKIT_CACHE", str(quick_result[2]))  # the fixture's store: every stage is a hit
     monkeypatch.setenv("COLUMNS", "160")  # rich wraps the variant names of the ablation table at 80
     out = tmp_path / "r.json"
     run = CliRunner().invoke(app, ["calm-kv", "--quick", "--json", str(out), "n_eval=6"])
@@ -124,11 +148,14 @@ def test_cli_prints_the_tables_and_writes_json(quick_result, tmp_path, monkeypat
 
 def test_anchor_can_start_from_a_pretrained_base(tmp_path):
     from graftkit.study.calm_kv import build_models
+    from graftkit.zoo.cache import weights_hash
 
     settings = load_settings(quick=True, overrides=["anchor_pretrain={steps: 2, batch_size: 2, seq_len: 16}"])
     lines = []
-    paths = build_models(settings, Cache(tmp_path), lines.append, only=["m_B"])
+    paths = build_models(settings, LocalBackend(), UnitStore(tmp_path), lines.append, only=["m_B"])
     assert set(paths) == {"m_B"}
-    assert lines[0].startswith("pretrain: built") and lines[1].startswith("calm-kv-anchor: built")
+    assert lines[0].startswith("m_B base: built") and lines[1].startswith("m_B: built")
     info = json.loads((paths["m_B"] / "training.json").read_text())
     assert info["task"] == "numeric_arithmetic"
+    inputs = json.loads((paths["m_B"].parent / "result.json").read_text())["unit"]["inputs"]
+    assert inputs["base"]["weights"] == weights_hash(Path(inputs["base"]["path"]))  # the parent, by hash

@@ -9,7 +9,8 @@ Ablations: ``m_A`` swapped for a random-weight model and for a same-size model p
 on the keys); encoder-mode decoding of the main bridge; LoRA on ``m_B`` with about the bridge's number of
 trainable parameters, the same data, batches and steps.
 
-Every trained model and bridge is a :class:`~graftkit.zoo.cache.Cache` entry, so a rerun only evaluates.
+Every model, bridge and the LoRA baseline is a study-engine unit (:mod:`graftkit.study.calm_kv_stages`), run
+by a local or Ray backend into a :class:`~graftkit.study.engine.UnitStore`, so a rerun only evaluates.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from graftkit.study.calm_kv_stages import (
     lora_rank,
     stage_seconds,
 )
-from graftkit.zoo.cache import Cache
+from graftkit.study.engine import Backend, LocalBackend, UnitStore
 from graftkit.zoo.tasks.calm_kv import KVTable
 
 __all__ = [  # the whole study, from one module
@@ -104,10 +105,16 @@ def _versions() -> dict[str, str]:
 
 
 def run_study(
-    settings: CalmKVSettings | None = None, *, cache: Cache | None = None, log: Log | None = None
+    settings: CalmKVSettings | None = None,
+    *,
+    backend: Backend | None = None,
+    store: UnitStore | None = None,
+    log: Log | None = None,
 ) -> dict[str, Any]:
-    """Build (or find in the cache) every model and bridge, then score them. Returns the result dict
-    (see :mod:`graftkit.study.calm_kv_report` for its tables)."""
+    """Build (or find in ``store``) every model and bridge on ``backend``, then score them here.
+
+    ``backend`` defaults to :class:`LocalBackend`, ``store`` to ``UnitStore()`` (under ``$GRAFTKIT_CACHE``).
+    Returns the result dict (see :mod:`graftkit.study.calm_kv_report` for its tables)."""
     import torch
 
     from graftkit.compose.files import load_bridge
@@ -115,7 +122,8 @@ def run_study(
     from graftkit.zoo import train
 
     settings = settings or CalmKVSettings()
-    cache = cache or Cache()
+    backend = backend or LocalBackend()
+    store = store or UnitStore()
     say = log or (lambda line: None)
     from transformers.utils import logging as hf_logging
 
@@ -124,9 +132,9 @@ def run_study(
     hf_logging.disable_progress_bar()  # per-file load bars are noise for models this small
     try:
         tasks = study_tasks(settings)
-        paths = build_models(settings, cache, say)
-        bridges = build_bridges(settings, cache, say, paths)
-        lora_path = build_lora(settings, cache, say, paths)
+        paths = build_models(settings, backend, store, say)
+        bridges = build_bridges(settings, backend, store, say, paths)
+        lora_path = build_lora(settings, backend, store, say, paths)
 
         anchor_model, tokenizer = train.load_model(paths["m_B"])
         composed = load_bridge(bridges["CALM"], anchor=anchor_model, augments=[train.load_model(paths["m_A"])[0]])

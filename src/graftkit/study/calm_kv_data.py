@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from graftkit.study.calm_kv_settings import CalmKVSettings
-from graftkit.zoo.tasks.calm_kv import KVArithmetic, KVSubstitution, NumericArithmetic
+from graftkit.zoo.tasks.calm_kv import KVArithmetic, KVConfig, KVSubstitution, NumericArithmetic
 
 EVAL_SETS = ("kv_substitution", "numeric_arithmetic", "kv_arithmetic", "kv_arithmetic_k20", "kv_arithmetic_k80")
 """Datasets every row is scored on: ``_k20`` uses only the composition's keys, ``_k80`` only held-out keys."""
@@ -14,7 +14,12 @@ EVAL_SETS = ("kv_substitution", "numeric_arithmetic", "kv_arithmetic", "kv_arith
 
 def study_tasks(settings: CalmKVSettings) -> dict[str, Any]:
     """The study's tasks by dataset name (:data:`EVAL_SETS`), over the settings' key table."""
-    kv = settings.kv()
+    return kv_tasks(settings.kv(), settings.instruction)
+
+
+def kv_tasks(kv: KVConfig, instruction: str) -> dict[str, Any]:
+    """The study's tasks by dataset name (:data:`EVAL_SETS` and the control data) over the key table ``kv``,
+    every prompt starting with ``instruction``."""
     tasks = {
         "kv_substitution": KVSubstitution(kv, name="kv_substitution"),
         "numeric_arithmetic": NumericArithmetic(kv, name="numeric_arithmetic"),
@@ -24,7 +29,7 @@ def study_tasks(settings: CalmKVSettings) -> dict[str, Any]:
         "kv_substitution_k20": KVSubstitution(kv, keys="train", name="kv_substitution_k20"),  # control data
     }
     for task in tasks.values():
-        task.instruction = settings.instruction  # instance attribute: the registered tasks are untouched
+        task.instruction = instruction  # instance attribute: the registered tasks are untouched
     return tasks
 
 
@@ -55,8 +60,12 @@ COMPOSITION_DATA = "kv_arithmetic_k20"
 def composition_rows(settings: CalmKVSettings, dataset: str = COMPOSITION_DATA) -> list[dict[str, str]]:
     """A bridge's training data: distinct train-split examples of ``dataset`` (by default
     KV-Arithmetic over the 20% keys only; the control bridge uses ``kv_substitution_k20``)."""
-    task = study_tasks(settings)[dataset]
-    examples = distinct_examples(task, "train", settings.n_composition, seed=settings.seed)
+    return task_rows(study_tasks(settings)[dataset], settings.n_composition, settings.seed)
+
+
+def task_rows(task: Any, n: int, seed: int) -> list[dict[str, str]]:
+    """Up to ``n`` distinct train-split examples of ``task`` as ``{"prompt", "completion"}`` rows."""
+    examples = distinct_examples(task, "train", n, seed=seed)
     return [{"prompt": e.prompt, "completion": e.answer} for e in examples]
 
 

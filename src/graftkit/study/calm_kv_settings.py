@@ -1,4 +1,4 @@
-"""Settings of the CALM key-value study: the models, data, training and scoring knobs its cache keys hash."""
+"""Settings of the CALM key-value study: the models, data, training and scoring knobs its unit keys hash."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from graftkit.zoo.train import TrainConfig
 
 
 class CalmKVSettings(BaseModel):
-    """Everything that decides the study's models, data and scores (the cache keys hash these).
+    """Everything that decides the study's models, data and scores (the study units' keys hash these).
 
     The key table and expressions are a :class:`KVConfig`; ``instruction`` is the one prompt prefix
     shared by the three datasets, so ``m_A`` reads a KV-Arithmetic prompt exactly as it reads a

@@ -20,16 +20,20 @@ def calm_kv(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings, e.g. bridge.steps=800")] = None,
     quick: Annotated[bool, typer.Option(help="Tiny settings (seconds): checks the pipeline, not the science.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the raw result as JSON.")] = None,
+    backend: Annotated[str, typer.Option(help="local, or ray (needs the ray extra; ray.init() locally).")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start Ray here).")] = None,
 ) -> None:
     """CALM key-value arithmetic (Bansal et al. 2024, Table 1 + ablations): train or reuse, score, print."""
     from rich.console import Console
 
     from graftkit.study.calm_kv import load_settings, run_study
     from graftkit.study.calm_kv_report import render, save_json
+    from graftkit.study.engine import get_backend
 
     console = Console()
-    settings = load_settings(quick=quick, overrides=tuple(overrides or ()))
-    result = run_study(settings, log=console.print)
+    settings = load_settings(quick=quick, overrides=tuple(overrides or ()))  # validated before any model is touched
+    runner = get_backend(backend, **({"address": address} if backend == "ray" else {}))
+    result = run_study(settings, backend=runner, log=console.print)
     console.print(render(result))
     if json_out:
         save_json(result, json_out)
@@ -41,7 +45,9 @@ def merge_scale(
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the JSON, rows, figures and report.")] = Path(
         "runs/merge_scale"
     ),
-    backend: Annotated[str, typer.Option(help="local, or ray (the [ray] extra; ray.init() locally).")] = "local",
+    backend: Annotated[
+        str, typer.Option(help="local, or ray (needs the ray extra; starts Ray here unless --address).")
+    ] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start Ray here).")] = None,
 ) -> None:
     """Merging at scale (Yadav et al. 2024): experts, hyperparameters on validation, 2-8 experts merged."""

@@ -23,7 +23,7 @@ from typing import Any
 from graftkit.evaluate.stats import mean_defined, normalised
 from graftkit.study.engine import Backend, LocalBackend, Unit, UnitStore, pick_subsets
 from graftkit.study.merge_scale_settings import METHOD_OF, PER_EXPERT, BaseSpec, MergeScaleStudy
-from graftkit.study.model_units import MODULE, evaluate_unit, expert_unit, merge_unit, model_ref
+from graftkit.study.model_units import MODULE, evaluate_unit, expert_unit, merge_unit, model_ref, unit_model
 
 Log = Callable[[str], object]
 
@@ -67,8 +67,8 @@ def build_models(base: BaseSpec, backend: Backend, store: UnitStore, log: Log) -
     ref = model_ref(import_smollm2(log=log))
     units = [expert_unit(ref, [f], base.expert.unit_settings("expert"), f"expert:{f}") for f in base.held_in]
     units.append(expert_unit(ref, list(base.held_in), base.multitask.unit_settings("multitask"), "multitask"))
-    results = backend.map(units, store, progress=f"{base.name}: experts")
-    refs = [{"path": r["model"], "weights": r["weights"]} for r in results]
+    backend.map(units, store, progress=f"{base.name}: experts")
+    refs = [unit_model(store, unit) for unit in units]
     return {"base": ref, "experts": dict(zip(base.held_in, refs[:-1], strict=True)), "multitask": refs[-1]}
 
 

@@ -3,7 +3,9 @@
 Every function here has the engine's unit signature ``fn(inputs, out_dir, work_dir) -> dict``
 (:mod:`graftkit.study.engine.units`) and is named by import path in a :class:`Unit`, so the same
 call runs in this process or on a Ray worker, is cached by its inputs, and resumes when killed.
-A model a unit trains is written into its ``out_dir``; the unit's result says where.
+A model a unit trains is written into ``out_dir/model``; since ``out_dir`` is the unit's
+``.partial`` folder until the unit completes, results name it relative to the unit folder, and
+callers find it with :func:`unit_model`.
 
 Inputs name models by folder *and* by weights hash (:func:`model_ref`), so a unit's key changes
 when a parent model is rebuilt, even at the same path.
@@ -15,10 +17,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from graftkit.study.engine import Unit
+from graftkit.study.engine import Unit, UnitStore
 from graftkit.zoo.cache import weights_hash
 
 MODULE = "graftkit.study.model_units"
+MODEL_DIR = "model"
+
+
+def unit_model(store: UnitStore, unit: Unit) -> dict[str, str]:
+    """The model a completed :func:`train_expert` (or kept :func:`merge_evaluate`) unit wrote, as a ref."""
+    result = store.get(unit)
+    if result is None:
+        raise ValueError(f"unit {unit.label or unit.name} has not run")
+    return {"path": str(store.path(unit) / MODEL_DIR), "weights": result["weights"]}
 
 
 def model_ref(folder: Path | str) -> dict[str, str]:
@@ -41,7 +52,7 @@ def train_expert(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[
 
     torch.set_num_threads(int(inputs.get("threads", 2)))
     config = TrainConfig.model_validate(inputs["config"])
-    model_dir = out_dir / "model"
+    model_dir = out_dir / MODEL_DIR
     stats = finetune(
         Path(inputs["base"]["path"]),
         list(inputs["families"]),
@@ -54,7 +65,7 @@ def train_expert(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[
         bf16=inputs.get("bf16"),
         device="cpu" if inputs.get("device") is None else inputs["device"],
     )
-    return {"model": str(model_dir), "weights": weights_hash(model_dir), "train": stats.model_dump()}
+    return {"model": MODEL_DIR, "weights": weights_hash(model_dir), "train": stats.model_dump()}
 
 
 def expert_unit(base: dict[str, str], families: list[str], settings: dict[str, Any], label: str) -> Unit:
@@ -102,13 +113,13 @@ def merge_evaluate(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dic
     recipe["base_model"] = inputs["base"]["path"]
     per_expert = recipe.pop("per_expert", {})
     recipe["models"] = [{"model": e["path"], "parameters": dict(per_expert)} for e in inputs["experts"]]
-    target = (out_dir if inputs.get("keep") else work_dir) / "model"
+    target = (out_dir if inputs.get("keep") else work_dir) / MODEL_DIR
     if target.exists():
         shutil.rmtree(target)
     merged = graftkit.merge(recipe, target, progress=False, threads=inputs.get("threads"))
     result = _score(merged, list(inputs["tasks"]), inputs["split"], int(inputs["n"]), inputs)
     if inputs.get("keep"):
-        result["model"] = str(merged)
+        result |= {"model": MODEL_DIR, "weights": weights_hash(merged)}
     return result
 
 
