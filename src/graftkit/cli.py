@@ -99,6 +99,37 @@ def methods() -> None:
     methods_table()
 
 
+@app.command("stats")
+def stats(
+    expert: Annotated[Path, typer.Argument(help="Expert model folder (save_pretrained, with a tokenizer).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Statistics folder to create.")],
+    task: Annotated[str | None, typer.Option(help="Registered task whose train split to use.")] = None,  # noqa: UP007
+    jsonl: Annotated[Path | None, typer.Option(help="JSONL of {prompt, completion} instead of --task.")] = None,  # noqa: UP007
+    kind: Annotated[str, typer.Option(help="fisher, regmean or both.")] = "both",
+    n: Annotated[int, typer.Option(help="Examples to stream through the expert.")] = 256,
+    device: Annotated[str, typer.Option(help="cpu, or cuda (refused when absent).")] = "cpu",
+    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder, when EXPERT has none.")] = None,  # noqa: UP007
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing statistics folder.")] = False,
+) -> None:
+    """Measure an expert's Fisher and/or RegMean statistics on its task, for `fisher`/`regmean` merges."""
+    with heavy_imports():
+        from graftkit.stats import compute_stats, parse_kinds
+
+    result = compute_stats(
+        expert,
+        out,
+        task=task,
+        jsonl=jsonl,
+        kinds=parse_kinds(kind),
+        n=n,
+        device=device,
+        overwrite=overwrite,
+        tokenizer=tokenizer,
+        echo=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(f"statistics written to {result}")
+
+
 @app.command("eval")
 def evaluate(
     model: Annotated[str, typer.Argument(help="Model folder (any Hugging Face causal LM with a tokenizer).")],

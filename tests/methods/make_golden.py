@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 import graftkit.methods  # noqa: F401  (fills METHODS)
-from graftkit.methods import expert_seed, run_method
+from graftkit.methods import METHODS, expert_seed, run_method
 
 GOLDEN = Path(__file__).with_name("golden.json")
 TENSOR_NAME = "model.layers.0.mlp.up_proj.weight"
@@ -35,6 +35,11 @@ CASES: list[tuple[str, str, int, dict[str, Any], dict[str, Any] | None]] = [
     ("della", "della", 3, {"density": 0.4, "epsilon": 0.2}, None),
     ("della_linear", "della_linear", 3, {"density": 0.6, "epsilon": 0.1, "lambda": 0.9}, None),
     ("model_stock", "model_stock", 3, {}, None),
+    ("fisher", "fisher", 3, {}, None),
+    ("fisher_dare", "fisher", 3, {}, {"density": 0.5, "rescale": "paper"}),
+    ("regmean", "regmean", 3, {}, None),
+    ("regmean_alpha_0_5", "regmean", 3, {"alpha": 0.5}, None),
+    ("regmean_dare", "regmean", 3, {"alpha": 1.0}, {"density": 0.6, "rescale": "paper"}),
 ]
 
 
@@ -47,6 +52,17 @@ def inputs() -> tuple[torch.Tensor, list[torch.Tensor]]:
     return base, experts
 
 
+def statistics(kind: str | None, n: int) -> list[torch.Tensor] | None:
+    """Fixed per-expert statistics of the (4, 6) inputs: Fishers (4, 6), or Grams (6, 6) of 10 rows."""
+    if kind is None:
+        return None
+    gen = torch.Generator().manual_seed(2025)
+    if kind == "fisher":
+        return [torch.rand(4, 6, generator=gen).square() for _ in range(n)]
+    xs = [torch.randn(10, 6, generator=gen) for _ in range(n)]
+    return [x.T @ x for x in xs]
+
+
 def compute(method: str, n: int, params: dict[str, Any], dare: dict[str, Any] | None) -> torch.Tensor:
     base, experts = inputs()
     return run_method(
@@ -57,6 +73,7 @@ def compute(method: str, n: int, params: dict[str, Any], dare: dict[str, Any] | 
         seeds=tuple(expert_seed(7, i, TENSOR_NAME) for i in range(n)),
         params=params,
         dare=dare,
+        stats=statistics(METHODS.get(method).needs_stats, n),
     )
 
 

@@ -93,6 +93,49 @@ def test_hand_computed_values(case):
     torch.testing.assert_close(out, T(want), rtol=1e-6, atol=1e-6)
 
 
+# (method, experts, weights, stats, params, expected) for the methods that weigh experts by statistics.
+HAND_STATS = [
+    # Fisher: entry 0 (2·1 + 3·1·3) / (2 + 3) = 2.2; entry 1 (1·2 + 3·1·6) / (1 + 3) = 5 (ε = 1e-8 negligible).
+    ("fisher", [T([1.0, 2.0]), T([3.0, 6.0])], (1, 3), [T([2.0, 1.0]), T([1.0, 1.0])], {}, [2.2, 5.0]),
+    # A zero Fisher for both experts: ε makes the entry a plain weighted average, (1 + 3·3) / 4.
+    ("fisher", [T([1.0]), T([3.0])], (1, 3), [T([0.0]), T([0.0])], {}, [2.5]),
+    # RegMean, α = 1: Σ W_i G_i = [1, 2], Σ G_i = [[3, 1], [1, 3]], inverse [[3, −1], [−1, 3]] / 8.
+    (
+        "regmean",
+        [T([[1.0, 0.0]]), T([[0.0, 1.0]])],
+        (1, 1),
+        [T([[1.0, 1.0], [1.0, 2.0]]), T([[2.0, 0.0], [0.0, 1.0]])],
+        {"alpha": 1.0},
+        [[1 / 8, 5 / 8]],
+    ),
+    # α = 0.5 halves G_1's off-diagonal: Σ W G̃ = [1, 1.5], Σ G̃ = [[3, .5], [.5, 3]] (det 8.75).
+    (
+        "regmean",
+        [T([[1.0, 0.0]]), T([[0.0, 1.0]])],
+        (1, 1),
+        [T([[1.0, 1.0], [1.0, 2.0]]), T([[2.0, 0.0], [0.0, 1.0]])],
+        {"alpha": 0.5},
+        [[2.25 / 8.75, 4 / 8.75]],
+    ),
+    # Diagonal Grams: each column is weighted by its Gram entry, (2·2 + 0·1) / 3 and (0·1 + 4·3) / 4.
+    (
+        "regmean",
+        [T([[2.0, 0.0]]), T([[0.0, 4.0]])],
+        (1, 1),
+        [T([[2.0, 0.0], [0.0, 1.0]]), T([[1.0, 0.0], [0.0, 3.0]])],
+        {},
+        [[4 / 3, 3.0]],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", HAND_STATS, ids=[f"{c[0]}-{i}" for i, c in enumerate(HAND_STATS)])
+def test_hand_computed_values_with_statistics(case):
+    name, experts, weights, stats, params, want = case
+    out = run_method(name, experts, base=None, weights=weights, params=params, stats=stats)
+    torch.testing.assert_close(out, T(want), rtol=1e-6, atol=1e-6)
+
+
 def _row_and_mask(stream: str, seed: int, p: torch.Tensor) -> torch.Tensor:
     return uniform(p.shape, seed, stream=stream) < p
 
@@ -123,7 +166,7 @@ def test_della_methods_on_one_row(name):
 
 
 def test_every_method_has_hand_and_golden_cases():
-    hand = {c[0] for c in HAND} | set(DELLA_METHODS)
+    hand = {c[0] for c in HAND} | {c[0] for c in HAND_STATS} | set(DELLA_METHODS)
     assert hand == set(METHODS.names())
     assert {method for _, method, *_ in CASES} == set(METHODS.names())
 

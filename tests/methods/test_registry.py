@@ -10,7 +10,7 @@ from graftkit.methods import METHODS, WEIGHT
 
 EXPECTED = {
     "linear", "slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties", "magnitude_prune",
-    "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "model_stock",
+    "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "model_stock", "fisher", "regmean",
 }  # fmt: skip
 
 
@@ -57,6 +57,13 @@ def test_flags():
     assert get("ties").param("trim_scope").choices == ("tensor", "model")
     assert get("della").param("epsilon").default == 0.15
     assert get("breadcrumbs").param("gamma").default == 0.01
+    needs_stats = {n: s.needs_stats for n, s in METHODS.items() if s.needs_stats}
+    assert needs_stats == {"fisher": "fisher", "regmean": "regmean"}
+    assert not get("fisher").needs_base and not get("regmean").needs_base
+    assert get("fisher").accepts_dare and get("regmean").accepts_dare
+    assert get("regmean").param("alpha").default == 0.9 and not get("regmean").param("alpha").per_expert
+    assert get("regmean").stats_shape((5, 3)) == (3, 3) and get("regmean").stats_shape((5,)) is None
+    assert get("fisher").stats_shape((5, 3)) == (5, 3)
 
 
 def test_della_cross_check_rejects_density_plus_epsilon_outside_0_1():

@@ -48,3 +48,39 @@ def test_ray_matches_local_and_runs_in_workers(ray_backend, tmp_path):
         (ray_store.path(unit) / "pid.txt").write_text("0")
     assert ray_backend.map(units, ray_store) == local
     assert {(ray_store.path(unit) / "pid.txt").read_text() for unit in units} == {"0"}
+
+
+def test_model_units_on_ray_equal_local(ray_backend, tmp_path):
+    """Two real study units (score a tiny model, merge two and score) give the same results on Ray."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from graftkit.study.model_units import evaluate_unit, merge_unit, model_ref
+    from graftkit.zoo.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    refs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        config = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        LlamaForCausalLM(config).save_pretrained(tmp_path / f"m{seed}")
+        tok.save_pretrained(tmp_path / f"m{seed}")
+        refs.append(model_ref(tmp_path / f"m{seed}"))
+    recipe = {"merge_method": "linear", "seed": 0}
+    units = [
+        evaluate_unit(refs[0], ["addition", "reversal"], "test", 3, "eval", threads=1),
+        merge_unit(refs[0], refs, recipe, ["addition"], "test", 3, "merge", threads=1),
+    ]
+    local = LocalBackend().map(units, UnitStore(tmp_path / "local"))
+    remote = ray_backend.map(units, UnitStore(tmp_path / "ray"))
+    assert remote == local
+    assert set(local[0]["scores"]) == {"addition", "reversal"} and set(local[1]["scores"]) == {"addition"}

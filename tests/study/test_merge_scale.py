@@ -84,6 +84,9 @@ def test_study_file_errors_name_the_field(tmp_path):
     bad.write_text("bases: [{name: x, source: zoo, size: s, held_in: [chat_addition], held_out: [chat_addition]}]\n")
     with pytest.raises(RecipeError, match="both held-in and held-out"):
         load_study(bad)
+    bad.write_text("seeds: [1, 2]\n")
+    with pytest.raises(RecipeError, match="select_on_seed 0 is not one of seeds"):
+        load_study(bad)
 
 
 # -- a tiny grid end to end ---------------------------------------------------------------------------

@@ -184,3 +184,10 @@ def test_user_errors_name_the_problem(tmp_path):
     other = _save(tmp_path / "o.safetensors", {"x": torch.zeros(3)})
     with pytest.raises(CheckpointError, match="share no floating-point tensor"):
         inspect_deltas(base, [other])
+
+
+def test_expert_labels_are_distinct_when_folder_names_repeat():
+    from graftkit.evaluate.inspect_render import expert_labels
+
+    assert expert_labels(["a/x", "b/y"]) == ["x", "y"]
+    assert expert_labels(["u1/model", "u2/model", "c/z"]) == ["u1/model", "u2/model", "z"]

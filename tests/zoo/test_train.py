@@ -159,3 +159,26 @@ def test_bf16_autocast_on_cpu_changes_the_run(base_dir, tmp_path):
     assert all(v.dtype == torch.float32 for v in bf16_weights.values())
     assert stats.final_loss == pytest.approx(fp32.final_loss, rel=0.05)
     assert any(not torch.equal(bf16_weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_skills_corpus_states_held_in_skills_in_running_text(tok, tmp_path):
+    import random
+
+    from graftkit.zoo.tasks.pretrain import pretrain_document
+    from graftkit.zoo.tasks.pretrain_skills import skills_document
+
+    docs = [skills_document(random.Random(i)) for i in range(50)]
+    text = "\n".join(docs)
+    assert " reversed is " in text and " occurs " in text and " doubled is " in text
+    assert "\n=" not in text  # never the tasks' format
+    # The default corpus is unchanged: text_batch reads pretrain_document's stream as before.
+    rng = random.Random("pretrain/0/0")
+    first = tok(pretrain_document(rng), add_special_tokens=True)["input_ids"]
+    assert text_batch(tok, 1, len(first), 0, 0)["input_ids"][0].tolist() == first
+    skills = text_batch(tok, 1, 64, 0, 0, lambda r: skills_document(r))["input_ids"][0].tolist()
+    assert skills != text_batch(tok, 1, 64, 0, 0)["input_ids"][0].tolist()
+    stats = train.pretrain("xs", TINY, tmp_path / "b", corpus="pretrain_skills", progress=False)
+    assert stats.final_loss > 0
+    assert json.loads((tmp_path / "b" / "training.json").read_text())["families"] == ["pretrain_skills"]
+    with pytest.raises(ValueError, match="corpus"):
+        train.pretrain("xs", TINY, tmp_path / "c", corpus="addition", progress=False)

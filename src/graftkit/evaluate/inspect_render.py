@@ -15,10 +15,20 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
     return "–" if x is None or not math.isfinite(x) else format(x, spec)
 
 
+def expert_labels(paths: list[str]) -> list[str]:
+    """Short distinct labels: each folder's name, or ``parent/name`` where names repeat (``.../model``)."""
+    names = [Path(e).name or e for e in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [
+        f"{Path(e).parent.name}/{Path(e).name}" if names.count(n) > 1 else n for e, n in zip(paths, names, strict=True)
+    ]
+
+
 def render_inspect(report: InspectReport, console: Console | None = None, top: int = 15) -> None:
     """Print the whole-model table, the expert-pair table and the ``top`` tensors by mean |δ|."""
     console = console or Console()
-    names = [Path(e).name or e for e in report.experts]
+    names = expert_labels(report.experts)
 
     summary = Table(title=f"Deltas from {report.base} ({report.numel:,} entries per expert)")
     for col in ("expert", "mean |δ|", "max |δ|", *(f"|δ|>{t}" for t in THRESHOLDS), "‖δ‖", "DARE"):

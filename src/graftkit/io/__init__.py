@@ -9,11 +9,13 @@ from graftkit.io.output import atomic_output, free_disk_bytes, partial_folder
 from graftkit.io.quant import detect_quantization
 from graftkit.io.shards import estimate_output_bytes, plan_shards, shard_file_names
 from graftkit.io.side_files import copy_side_files, write_config, write_model_card
+from graftkit.io.stats_folder import STATS_JSON, read_stats_info, stats_file, write_stats_folder
 from graftkit.io.tensor_info import TensorEntry, TensorInfo, dtype_name
 from graftkit.io.writer import JOURNAL_FILE, ShardedWriter, read_journal
 
 __all__ = [
     "JOURNAL_FILE",
+    "STATS_JSON",
     "Checkpoint",
     "Format",
     "ShardedWriter",
@@ -29,7 +31,10 @@ __all__ = [
     "partial_folder",
     "plan_shards",
     "read_journal",
+    "read_stats_info",
     "shard_file_names",
+    "stats_file",
     "write_config",
     "write_model_card",
+    "write_stats_folder",
 ]

@@ -34,6 +34,7 @@ class _Inputs:
     job: TensorJob
     base: torch.Tensor | None
     experts: list[torch.Tensor]
+    stats: list[torch.Tensor] | None = None  # per contributing expert, when the job reads statistics
 
 
 def execute(
@@ -68,7 +69,9 @@ def execute(
         for inputs in _read_ahead(plan, jobs, readers, prefetch):
             into = _destination(plan, inputs.job, sink, device)
             extra = scope.params(inputs.job) if scope is not None and inputs.job.merge else None
-            merged = merge_one(plan, inputs.job, inputs.base, inputs.experts, device, out=into, extra=extra)
+            merged = merge_one(
+                plan, inputs.job, inputs.base, inputs.experts, device, out=into, extra=extra, stats=inputs.stats
+            )
             if pending_write is not None:
                 _finish_write(plan, pending_write)
             check = check_output and inputs.job.merge
@@ -116,7 +119,8 @@ def _finish_write(plan: MergePlan, pending: Future[None]) -> None:
         pending.result()
     except _NonFiniteOutput as bad:
         inputs = _read_job(plan, bad.job)
-        raise _nonfinite_error(bad.job.name, _first_nonfinite(plan, bad.job, inputs.base, inputs.experts)) from None
+        label = _first_nonfinite(plan, bad.job, inputs.base, inputs.experts, inputs.stats)
+        raise _nonfinite_error(bad.job.name, label) from None
 
 
 def merge_one(
@@ -127,10 +131,12 @@ def merge_one(
     device: torch.device,
     out: torch.Tensor | None = None,
     extra: dict[str, Any] | None = None,
+    stats: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Merge one tensor's inputs (storage dtype, CPU) into its output (``job.out_dtype``, CPU),
     or into ``out`` (float32, CPU) for methods that take one. ``extra``: parameters computed
-    over the whole model (the model-scope trim's cutoffs)."""
+    over the whole model (the model-scope trim's cutoffs). ``stats``: the contributing experts'
+    statistics of this tensor, for methods with ``needs_stats`` (None: none cover it)."""
     if not job.merge:
         return base if base is not None else experts[0]
     resolved = plan.resolved
@@ -140,7 +146,8 @@ def merge_one(
     uses_base = resolved.spec.needs_base or resolved.recipe.dare is not None
     base_f = _to_compute(base, device) if uses_base else None
     expert_f = [_to_compute(t, device) for t in experts]
-    if check_inputs and (bad := _first_nonfinite(plan, job, base_f, expert_f)) is not None:
+    stats_f = None if stats is None else [_to_compute(t, device) for t in stats]
+    if check_inputs and (bad := _first_nonfinite(plan, job, base_f, expert_f, stats_f)) is not None:
         raise _nonfinite_error(job.name, bad)
     params = {
         name: resolve(value, job.name, plan.n_layers, _default(plan, name))
@@ -168,6 +175,7 @@ def merge_one(
         dare=dare,
         out=out,
         model_wide=extra,
+        stats=stats_f,
     )
     return merged if out is not None else merged.to(device="cpu", dtype=job.out_dtype)
 
@@ -200,12 +208,20 @@ def _to_compute(tensor: torch.Tensor | None, device: torch.device) -> torch.Tens
 
 
 def _first_nonfinite(
-    plan: MergePlan, job: TensorJob, base: torch.Tensor | None, experts: list[torch.Tensor]
+    plan: MergePlan,
+    job: TensorJob,
+    base: torch.Tensor | None,
+    experts: list[torch.Tensor],
+    stats: list[torch.Tensor] | None = None,
 ) -> str | None:
     """The label of the first input of ``job`` holding NaN or Inf (``sum`` is one fast pass)."""
     offset = 1 if plan.base is not None else 0
     labelled = [(plan.labels[0], base)]
     labelled += [(plan.labels[offset + i], t) for i, t in zip(job.experts, experts, strict=True)]
+    if stats is not None:
+        labelled += [
+            (f"the statistics of {plan.labels[offset + i]}", t) for i, t in zip(job.experts, stats, strict=True)
+        ]
     return next((label for label, t in labelled if t is not None and not _all_finite(t)), None)
 
 
@@ -263,7 +279,15 @@ def _read_job(plan: MergePlan, job: TensorJob) -> _Inputs:
     for i in job.experts:
         source = plan.experts[i]
         experts.append(_read(source, job.name) if job.name in source.tensors else base)
-    return _Inputs(job, base, experts)
+    return _Inputs(job, base, experts, _read_stats(plan, job) if job.stats else None)
+
+
+def _read_stats(plan: MergePlan, job: TensorJob) -> list[torch.Tensor]:
+    """Each contributing expert's statistic of ``job``, read lazily like its weight."""
+    sources = [plan.stats[i] if plan.stats is not None else None for i in job.experts]
+    if any(source is None for source in sources):
+        raise RuntimeError(f"tensor {job.name!r} reads statistics that were never attached to the plan")
+    return [_read(source, job.name) for source in sources]
 
 
 def _read(source, name: str) -> torch.Tensor:

@@ -33,6 +33,8 @@ class TensorJob:
         experts: indices (into the recipe's models) of the experts that contribute.
         merge: False for non-float tensors, copied from the reference model unchanged.
         nbytes_in: bytes read to produce it (for progress and throughput).
+        stats: whether the method reads each contributing expert's statistic of this tensor
+            (methods with ``needs_stats``; see :mod:`graftkit.merge.stats_sources`).
     """
 
     name: str
@@ -41,6 +43,7 @@ class TensorJob:
     experts: tuple[int, ...]
     merge: bool
     nbytes_in: int
+    stats: bool = False
 
 
 @dataclass
@@ -55,6 +58,8 @@ class MergePlan:
     n_layers: int
     out_dtype: torch.dtype | None
     warnings: list[str] = field(default_factory=list)
+    stats: list[TensorSource | None] | None = None
+    """Per expert, its statistics for a method with ``needs_stats`` (None: not computed yet)."""
 
     @property
     def reference(self) -> TensorSource:

@@ -65,6 +65,15 @@ class TiedHead:
         self._tensors = {**source.tensors, head: source.tensors[embed]}
 
     @property
+    def head(self) -> str:
+        """The head's name, read as :attr:`embed`."""
+        return self._head
+
+    @property
+    def embed(self) -> str:
+        return self._embed
+
+    @property
     def tensors(self) -> Mapping[str, TensorMeta]:
         return self._tensors
 

@@ -2,7 +2,8 @@
 
 The schema is mergekit's for the methods both tools share (``merge_method``, ``base_model``,
 ``models: [{model, parameters}]``, ``parameters``, ``dtype``, ``tokenizer_source``) plus
-graftkit's own fields (``out_dtype``, ``seed``, ``dare``, ``on_missing``). Structural errors are
+graftkit's own fields (``out_dtype``, ``seed``, ``dare``, ``on_missing``, and per model
+``stats`` for the data-aware methods). Structural errors are
 reported per field with what to write instead; method-level checks live in
 :mod:`graftkit.merge.validate`.
 """
@@ -10,9 +11,9 @@ reported per field with what to write instead; method-level checks live in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from graftkit.errors import RecipeError
 from graftkit.yaml_input import explain, read_mapping
@@ -31,12 +32,45 @@ class FilterValue(BaseModel):
 ParamValue = Union[Scalar, list[FilterValue], list[float]]  # noqa: UP007
 
 
+class StatsRequest(BaseModel):
+    """Statistics for a data-aware method (``fisher``, ``regmean``) to compute before the merge.
+
+    Exactly one data source: a registered ``task`` (its train split) or a ``jsonl`` file of
+    ``{prompt, completion}`` rows; ``n`` examples; ``tokenizer`` when the model folder has none.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    task: str | None = None
+    jsonl: str | None = None
+    n: int = Field(256, ge=1)
+    tokenizer: str | None = None
+
+
+def _stats_form(value: Any) -> str:
+    return "request" if isinstance(value, (dict, StatsRequest)) else "folder"
+
+
+StatsField = Annotated[
+    Union[Annotated[StatsRequest, Tag("request")], Annotated[str, Tag("folder")]],  # noqa: UP007
+    Discriminator(_stats_form),
+]
+
+
 class ModelEntry(BaseModel):
-    """One input model and its per-expert parameters."""
+    """One input model, its per-expert parameters and (for data-aware methods) its statistics:
+    a folder written by ``graft stats``, or a :class:`StatsRequest` to compute them first."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     model: str = Field(min_length=1)
     parameters: dict[str, ParamValue] = Field(default_factory=dict)
+    stats: StatsField | None = None
+
+    @field_validator("stats")
+    @classmethod
+    def _non_empty_stats(cls, value: StatsRequest | str | None) -> StatsRequest | str | None:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be a statistics folder (from `graft stats`) or {task: NAME, n: 256}, not empty")
+        return value
 
 
 class DareOptions(BaseModel):
@@ -149,6 +183,8 @@ def _unknown_field_hint(loc: tuple[Any, ...]) -> str:
             f"unknown field `{name}` in a model entry. Per-model parameters go under "
             f"`parameters:`, e.g. `- model: PATH\\n  parameters: {{{name}: …}}`."
         )
+    if len(loc) >= 4 and loc[0] == "models" and loc[2] == "stats":  # models.N.stats.request.FIELD
+        return f"unknown field `{name}` in `stats:`; a statistics request takes task, jsonl, n and tokenizer."
     if len(loc) == 1:
         where = _param_place(name)
         return (

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from graftkit.merge.recipe import parse_recipe
 from graftkit.merge.run import open_plan
+from graftkit.merge.stats_sources import describe
 from graftkit.merge.validate import resolve_recipe
 
 
@@ -22,6 +23,8 @@ def validate_recipe(path: str | Path) -> str:
             f"  reads {plan.total_in_bytes / 1e9:.3f} GB, writes {plan.total_out_bytes / 1e9:.3f} GB",
             f"  layers: {plan.n_layers}",
         ]
+        stats_line = describe(plan)
+        lines += [stats_line] if stats_line else []
         lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
 
@@ -34,13 +37,14 @@ def methods_table() -> None:
     from graftkit.methods import METHODS
 
     table = Table(title="graftkit merge methods", show_lines=True)
-    for column in ("method", "base", "parameters (default)", "paper"):
+    for column in ("method", "base", "stats", "parameters (default)", "paper"):
         table.add_column(column)
     for name, spec in METHODS.items():
         params = ["weight (1.0, per expert)"] + [
             f"{p.name} ({p.default}{', per expert' if p.per_expert else ''})" for p in spec.params
         ]
-        table.add_row(name, "yes" if spec.needs_base else "no", "\n".join(params), f"{spec.summary}\n{spec.paper}")
+        base = "yes" if spec.needs_base else "no"
+        table.add_row(name, base, spec.needs_stats or "", "\n".join(params), f"{spec.summary}\n{spec.paper}")
     Console().print(table)
 
 

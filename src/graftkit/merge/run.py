@@ -18,6 +18,7 @@ from graftkit.errors import CheckpointError, GraftError, OutputExistsError
 from graftkit.merge.plan import MergePlan, build_plan
 from graftkit.merge.preflight import check_output_path
 from graftkit.merge.recipe import Recipe
+from graftkit.merge.stats_sources import attach_stats, computed_stats, given_folders, open_stats
 from graftkit.merge.validate import resolve_recipe
 
 log = logging.getLogger("graftkit")
@@ -93,13 +94,16 @@ def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
     if options.threads:
         torch.set_num_threads(options.threads)
     try:
-        with open_plan(resolved, recipe) as plan:
-            for warning in plan.warnings:
+        with open_plan(resolved, recipe) as checked:
+            for warning in checked.warnings:
                 log.warning(warning)
-            check_disk_space(plan, out)
-            with atomic_output(
-                out, overwrite=options.overwrite, resumable=True, resume=options.resume, durable=options.durable
-            ) as tmp:
+            check_disk_space(checked, out)
+            with (
+                computed_stats(checked, out, options.device) as plan,  # a statistics pass, if the recipe asks
+                atomic_output(
+                    out, overwrite=options.overwrite, resumable=True, resume=options.resume, durable=options.durable
+                ) as tmp,
+            ):
                 try:
                     write_merge(plan, tmp, options)
                 except OSError as err:
@@ -140,10 +144,15 @@ def _resumable(folder: Path, plan: MergePlan, resume: bool) -> bool:
 
 @contextmanager
 def open_plan(resolved, recipe: Recipe) -> Iterator[MergePlan]:
-    """Open every checkpoint's headers and build the plan; close the files afterwards."""
+    """Open every checkpoint's headers and build the plan; close the files afterwards.
+
+    For a method with ``needs_stats``, the statistics folders the recipe names are opened and
+    checked too; statistics the recipe asks to compute are left out (see
+    :func:`graftkit.merge.stats_sources.computed_stats`).
+    """
     from graftkit.io import Checkpoint
 
-    opened = []
+    opened: list = []
     try:
         base = Checkpoint.open(recipe.base_model) if recipe.base_model else None
         if base is not None:
@@ -155,7 +164,12 @@ def open_plan(resolved, recipe: Recipe) -> Iterator[MergePlan]:
         for checkpoint in opened:
             refuse_quantized(checkpoint)
         labels = ([recipe.base_model] if base else []) + resolved.expert_paths
-        yield build_plan(resolved, base, experts, labels)
+        plan = build_plan(resolved, base, experts, labels)
+        if resolved.spec.needs_stats is not None:
+            stats = open_stats(resolved, given_folders(resolved))
+            opened += [s for s in stats if s is not None]
+            plan = attach_stats(plan, stats)
+        yield plan
     finally:
         for checkpoint in opened:
             checkpoint.close()

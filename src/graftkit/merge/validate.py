@@ -14,7 +14,7 @@ from typing import Any
 from graftkit.errors import RecipeError, UnknownNameError
 from graftkit.merge.compat import translate
 from graftkit.merge.params import scalars_in
-from graftkit.merge.recipe import FilterValue, Recipe
+from graftkit.merge.recipe import FilterValue, Recipe, StatsRequest
 from graftkit.methods import METHODS
 from graftkit.methods.spec import WEIGHT, MethodSpec, ParamSpec
 
@@ -54,6 +54,7 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
     ]
     translate(spec, global_params, experts, problems)
     _check_structure(recipe, spec, problems)
+    _check_stats(recipe, spec, problems)
     known = {p.name: p for p in (WEIGHT, *spec.params)}
     _check_names(global_params, "parameters", known, spec, problems, per_expert_place=False)
     for i, params in enumerate(experts):
@@ -109,7 +110,12 @@ def _check_structure(recipe: Recipe, spec: MethodSpec, problems: list[str]) -> N
         if not spec.accepts_dare:
             problems.append(f"- `dare`: the DARE pre-step cannot be combined with `{spec.name}`; remove `dare:`.")
         elif recipe.base_model is None:
-            problems.append("- `dare`: the DARE pre-step drops entries of expert − base; name a `base_model`.")
+            why = (
+                ""
+                if spec.needs_base
+                else f" (`{spec.name}` itself needs none; it then merges base + DARE(expert − base))"
+            )
+            problems.append(f"- `dare`: the DARE pre-step drops entries of expert − base; name a `base_model`{why}.")
     if recipe.on_missing == "base" and recipe.base_model is None:
         problems.append(
             "- `on_missing: base` fills missing tensors from the base model, but the recipe has no "
@@ -121,6 +127,29 @@ def _check_structure(recipe: Recipe, spec: MethodSpec, problems: list[str]) -> N
     if spec.max_models is not None and n > spec.max_models:
         exact = "exactly" if spec.max_models == spec.min_models else "at most"
         problems.append(f"- `models`: `{spec.name}` takes {exact} {spec.max_models} models, got {n}.")
+
+
+def _check_stats(recipe: Recipe, spec: MethodSpec, problems: list[str]) -> None:
+    """Data-aware methods need every model's statistics (a folder, or a request to compute them)."""
+    for i, entry in enumerate(recipe.models):
+        where = f"models[{i}].stats"
+        if spec.needs_stats is None:
+            if entry.stats is not None:
+                problems.append(f"- `{where}`: `{spec.name}` uses no statistics; remove `stats:` from {entry.model}.")
+            continue
+        if entry.stats is None:
+            kind = spec.needs_stats
+            problems.append(
+                f"- `{where}`: `{spec.name}` weighs each model by its {kind} statistics, and {entry.model} has none. "
+                f"Add `stats: DIR` (written by `graft stats {entry.model} --kind {kind} --task TASK -o DIR`), or "
+                "`stats: {task: TASK, n: 256}` to compute them before the merge."
+            )
+        elif isinstance(entry.stats, StatsRequest):
+            from graftkit.stats.data import source_problem
+
+            why = source_problem(entry.stats.task, entry.stats.jsonl)
+            if why:
+                problems.append(f"- `{where}`: {why}.")
 
 
 def _check_names(

@@ -83,6 +83,7 @@ def run_method(
     out_dtype: torch.dtype | None = None,
     out: torch.Tensor | None = None,
     model_wide: Mapping[str, Any] | None = None,
+    stats: Sequence[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Merge one tensor with a registered method.
 
@@ -105,6 +106,8 @@ def run_method(
             with ``takes_out`` and without ``dare``.
         model_wide: values the merge computed over the whole model for this tensor (the
             ``cutoff`` and ``tied_keep`` of TIES' ``trim_scope: model``), passed on unchecked.
+        stats: for methods with ``needs_stats``, N per-expert statistics of this tensor (any
+            float dtype, upcast to float32), or None when the statistics do not cover it.
 
     Returns:
         (S) merged tensor of ``out_dtype``.
@@ -119,6 +122,10 @@ def run_method(
         raise ValueError(f"{spec.name} needs {n} seeds, got {len(seeds)}")
     if out is not None and (not spec.takes_out or dare or out.dtype != torch.float32):
         raise ValueError(f"{spec.name}: out= needs a method that takes it, no dare pre-step and a float32 out")
+    if stats is not None and (not spec.needs_stats or len(stats) != n):
+        raise ValueError(
+            f"{spec.name} takes no statistics" if not spec.needs_stats else f"{len(stats)} stats for {n} experts"
+        )
     xs = [x.float() for x in experts]
     b = None if base is None else base.float()
     if dare:
@@ -126,5 +133,7 @@ def run_method(
             raise ValueError(f"{spec.name} cannot take the dare pre-step (it needs a base model)")
         xs = _dare_prestep(xs, b, seeds, dare)
     into = {"out": out} if out is not None else {}
+    if spec.needs_stats:
+        into["stats"] = None if stats is None else tuple(s.float() for s in stats)
     merged = spec.fn(xs, base=b, weights=tuple(weights), seeds=tuple(seeds), **resolved, **into, **(model_wide or {}))
     return merged if out_dtype is None else merged.to(out_dtype)

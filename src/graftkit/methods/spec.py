@@ -26,7 +26,8 @@ class MethodFn(Protocol):
         seeds: N per-expert seeds, derived from (recipe seed, expert index, tensor name) by
             :func:`graftkit.methods.rng.expert_seed`; used by randomised methods only.
         **params: the method's other parameters, resolved for this tensor. Per-expert
-            parameters arrive as tuples of length N, global ones as scalars.
+            parameters arrive as tuples of length N, global ones as scalars. Methods with
+            ``needs_stats`` also receive ``stats``: N float32 statistic tensors, or None.
 
     Returns:
         The merged tensor, float32, same shape as the inputs.
@@ -105,6 +106,11 @@ class MethodSpec:
             the result into (and returns), so the caller can choose where the result lives.
         check_params: cross-parameter check on resolved values (each parameter a scalar, or a
             tuple of N for per-expert ones); returns why they are not acceptable, or None.
+        needs_stats: the kind of per-expert statistics the method weighs the experts by (a
+            ``graft stats --kind``, e.g. ``"fisher"``), or None. ``fn`` then takes ``stats=``: N
+            tensors, one per expert, or None for a tensor the statistics do not cover.
+        stats_shape: for a method with ``needs_stats``, the shape of one expert's statistic for
+            a tensor of the given shape, or None when tensors of that shape take no statistic.
     """
 
     name: str
@@ -121,6 +127,8 @@ class MethodSpec:
     dense: bool = False
     takes_out: bool = False
     check_params: Callable[[dict[str, Any]], str | None] = field(default=lambda params: None)
+    needs_stats: str | None = None
+    stats_shape: Callable[[tuple[int, ...]], tuple[int, ...] | None] = field(default=lambda shape: None)
 
     def param(self, name: str) -> ParamSpec | None:
         return next((p for p in self.params if p.name == name), None)

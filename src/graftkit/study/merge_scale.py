@@ -34,9 +34,14 @@ def zoo_models(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[st
     from graftkit.zoo.build import build_zoo, get_recipe
 
     recipe = get_recipe(inputs["size"])
-    if inputs.get("expert"):  # a gentler expert budget than the zoo's default (lr, steps)
-        update = {**recipe.expert.model_dump(), **inputs["expert"]}
-        recipe = recipe.model_copy(update={"expert": type(recipe.expert).model_validate(update)})
+    changes: dict[str, Any] = {"corpus": inputs["corpus"]} if inputs.get("corpus") else {}
+    for stage in ("expert", "multitask"):  # gentler budgets than the zoo's defaults (lr, steps)
+        if inputs.get(stage):
+            config = getattr(recipe, stage)
+            changes[stage] = type(config).model_validate({**config.model_dump(), **inputs[stage]})
+    if inputs.get("expert"):
+        changes["expert_overrides"] = {}  # one stated budget for every expert
+    recipe = recipe.model_copy(update=changes)
     manifest = build_zoo(inputs["size"], bases=(inputs["kind"],), families=inputs["families"], recipe=recipe)
     base = manifest.bases[inputs["kind"]]
     return {
@@ -49,7 +54,8 @@ def zoo_models(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[st
 def build_models(base: BaseSpec, backend: Backend, store: UnitStore, log: Log) -> dict[str, Any]:
     """``{"base": ref, "experts": {family: ref}, "multitask": ref}`` for one base (refs: :func:`model_ref`)."""
     if base.source == "zoo":
-        inputs = {"size": base.size, "kind": base.kind, "families": list(base.held_in), "expert": base.zoo_expert}
+        inputs = {"size": base.size, "kind": base.kind, "families": list(base.held_in)}
+        inputs |= {"expert": base.zoo_expert, "multitask": base.zoo_multitask, "corpus": base.zoo_corpus}
         (built,) = backend.map([Unit(f"{__name__}:zoo_models", inputs, f"zoo {base.name}")], store)
         return {
             "base": model_ref(built["base"]),

@@ -80,6 +80,8 @@ class BaseSpec(BaseModel):
     zoo_expert: dict[str, float] | None = Field(
         None, description="zoo only: TrainConfig fields that replace the zoo recipe's expert ones (e.g. lr, steps)"
     )
+    zoo_multitask: dict[str, float] | None = Field(None, description="zoo only: the same for the multitask baseline")
+    zoo_corpus: str | None = Field(None, description="zoo only: the pre-training corpus (pretrain_skills, ...)")
     path: Path | None = Field(None, description="folders only: the base model folder")
     experts: dict[str, Path] = Field(default_factory=dict, description="folders only: {held-in task: expert folder}")
     multitask_path: Path | None = Field(None, description="folders only: the multitask baseline folder")
@@ -146,6 +148,12 @@ class MergeScaleStudy(BaseModel):
         for name in value:
             METHODS.get(METHOD_OF.get(name, name))
         return value
+
+    @model_validator(mode="after")
+    def _selection_seed_in_grid(self) -> MergeScaleStudy:
+        if self.select_on_seed is not None and self.select_on_seed not in self.seeds:
+            raise ValueError(f"select_on_seed {self.select_on_seed} is not one of seeds {list(self.seeds)}")
+        return self
 
     @model_validator(mode="after")
     def _grid_fits(self) -> MergeScaleStudy:

@@ -37,6 +37,8 @@ class ZooRecipe(BaseModel):
     expert_overrides: dict[str, dict[str, float]] = {}
     """``{family: {TrainConfig field: value}}`` for families whose experts need another budget than
     ``expert`` (a new ``steps`` also sets ``warmup_steps`` to 5 % of it)."""
+    corpus: str = "pretrain_text"
+    """The ``pretrain`` task the base is pre-trained on (``pretrain_skills``: with the held-in skills)."""
     auxiliary: dict[str, tuple[str, ...]] = {}
     """``{family: auxiliary families}`` mixed into that family's expert (and into the multitask
     baseline when it covers the family): each example is drawn from a family chosen uniformly."""
@@ -195,12 +197,14 @@ def build_zoo(
         say(f"{stage} {inputs.get('families', '')}: {'cached' if hit else 'built'} {path}")
         return path
 
-    pretrain_in = {"preset": recipe.preset, "config": recipe.pretrain, "families": ["pretrain_text"]}
+    pretrain_in = {"preset": recipe.preset, "config": recipe.pretrain, "families": [recipe.corpus]}
     paths: dict[str, Path] = {
         "pretrained": entry(
             "pretrain",
             pretrain_in,
-            lambda out, work: train.pretrain(recipe.preset, recipe.pretrain, out, work_dir=work, **loop),
+            lambda out, work: train.pretrain(
+                recipe.preset, recipe.pretrain, out, corpus=recipe.corpus, work_dir=work, **loop
+            ),
         )
     }
     if "instruct" in bases:

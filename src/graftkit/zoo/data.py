@@ -8,7 +8,7 @@ rows of ``seq_len`` tokens, loss everywhere).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from graftkit.zoo.tasks import TASKS, Example
@@ -54,7 +54,12 @@ def encode_examples(
 
 
 def text_batch(
-    tokenizer: PreTrainedTokenizerBase, batch_size: int, seq_len: int, seed: int, step: int
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    step: int,
+    document: Callable[[random.Random], str] = pretrain_document,
 ) -> dict[str, torch.Tensor]:
     """Packed pre-training rows ``(B, seq_len)`` of fresh documents; labels equal the inputs."""
     import torch
@@ -63,7 +68,7 @@ def text_batch(
     need = batch_size * seq_len
     ids: list[int] = []
     while len(ids) < need:
-        doc = tokenizer(pretrain_document(rng), add_special_tokens=True)["input_ids"]
+        doc = tokenizer(document(rng), add_special_tokens=True)["input_ids"]
         ids += doc + [tokenizer.eos_token_id]
     input_ids = torch.tensor(ids[:need]).view(batch_size, seq_len)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": input_ids.clone()}

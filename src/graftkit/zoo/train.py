@@ -271,11 +271,13 @@ def pretrain(
     out_dir: Path,
     *,
     families: Sequence[str] | None = None,
+    corpus: str = "pretrain_text",
     **loop: Any,
 ) -> TrainStats:
     """Train a fresh model of ``preset`` from scratch.
 
-    By default on packed pre-training text (next-token loss everywhere); with ``families``, on
+    By default on packed pre-training text (next-token loss everywhere) of ``corpus`` (a ``pretrain``
+    task: ``pretrain_text``, or ``pretrain_skills`` with the held-in skills in running text); with ``families``, on
     those tasks' examples instead (loss on answers only), e.g. a CALM model that only knows its task.
     ``loop`` goes to :func:`train_loop` (``work_dir``, ``progress``, ``device``, ...).
     """
@@ -287,11 +289,17 @@ def pretrain(
     if families:
         batch_at = _examples_batches(families, tokenizer, config)
     else:
+        corpus_task = TASKS.get(corpus)
+        if corpus_task.kind != "pretrain":
+            raise ValueError(f"corpus {corpus!r} is a {corpus_task.kind} task; use one of {tasks_of_kind('pretrain')}")
+        document = corpus_task.sample
 
         def batch_at(step: int) -> dict[str, torch.Tensor]:
-            return text_batch(tokenizer, config.batch_size, config.seq_len, config.seed, step)
+            return text_batch(
+                tokenizer, config.batch_size, config.seq_len, config.seed, step, lambda rng: document(rng)[0]
+            )
 
-    info = {"preset": preset, "families": list(families or ["pretrain_text"]), "parent": None}
+    info = {"preset": preset, "families": list(families or [corpus]), "parent": None}
     return _run("pretrain", model, tokenizer, batch_at, config, out_dir, info, **loop)
 
 

@@ -17,6 +17,7 @@ from graftkit.zoo.tasks import (  # noqa: F401  (registers)
     held_out,
     instruct,
     pretrain,
+    pretrain_skills,
 )
 from graftkit.zoo.tasks.base import KINDS, TASKS, Example, Kind, Split, Task, register_task, tasks_of_kind
 from graftkit.zoo.tasks.calm_kv import KVConfig, KVTable
