@@ -8,8 +8,9 @@ every layer). The statistics are synthetic because only the merge's memory and t
 here; ``graft stats`` on a model this size would take far longer than the merge.
 
 Each merge runs as a fresh ``python -m graftkit merge --threads 1`` process (torch, OpenMP and
-MKL held to one thread); its peak RSS comes from ``wait4``. ``--record`` appends a section to
-``benchmarks/RESULTS.md``.
+MKL held to one thread); its peak RSS comes from ``wait4``. The inputs are generated in a child
+process too, so that this process stays small: a child's peak RSS counts the parent's resident
+memory it was forked from. ``--record`` appends a section to ``benchmarks/RESULTS.md``.
 
     python benchmarks/stats_merge_memory.py [--hidden 1024] [--layers 8] [--record --date 2026-12-02]
 """
@@ -136,7 +137,13 @@ def main() -> None:
     shapes = llama_shapes(ARGS.hidden, ARGS.layers, ARGS.inter, ARGS.vocab)
     model_mb = sum(4 * _numel(s) for s in shapes.values()) / 1e6
     largest_mb = max(4 * _numel(s) for s in shapes.values()) / 1e6
-    experts, stats = generate(WORK / f"h{ARGS.hidden}-l{ARGS.layers}", shapes, ARGS.experts)
+    root = WORK / f"h{ARGS.hidden}-l{ARGS.layers}"
+    if ARGS.generate:
+        generate(root, shapes, ARGS.experts)
+        return
+    subprocess.run([sys.executable, __file__, *sys.argv[1:], "--generate"], check=True)
+    experts = [root / f"expert{i}" for i in range(ARGS.experts)]
+    stats = [root / f"stats{i}" for i in range(ARGS.experts)]
     rows = [measure(m, experts, stats) for m in METHODS]
     linear_rss = rows[0]["peak_rss_gib"]
     header = (
@@ -178,5 +185,6 @@ if __name__ == "__main__":
     parser.add_argument("--experts", type=int, default=2)
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--date", default=time.strftime("%Y-%m-%d"))
+    parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     ARGS = parser.parse_args()
     main()

@@ -371,3 +371,51 @@ def test_statistics_are_read_lazily_once_per_tensor(family):
         with_stats = [job.name for job in plan.jobs if job.stats]
     assert sorted(reads) == sorted(with_stats * 2)  # each expert's Gram of each linear layer, once
     assert all(name.endswith("proj.weight") or name == "lm_head.weight" for name in with_stats)
+
+
+@pytest.mark.parametrize("method", ["fisher", "regmean"])
+def test_merge_state_dicts_with_statistics_equals_the_cli(family, tmp_path, method):
+    import graftkit
+
+    _, experts, stats = family
+    graft("merge", write_recipe(tmp_path / "r.yaml", method, experts, stats, weights=(1.0, 0.5)), "-o", tmp_path / "o")
+    on_disk = load_file(tmp_path / "o" / "model.safetensors")
+    states = [load_file(e / "model.safetensors") for e in experts]
+    measured = [load_file(s / f"{method}.safetensors") for s in stats]
+    merged = graftkit.merge_state_dicts(method, None, states, stats=measured, weight=[1.0, 0.5])
+    assert all(torch.equal(merged[k], on_disk[k]) for k in on_disk)
+    with pytest.raises(RecipeError, match="models\\[0\\].stats"):
+        graftkit.merge_state_dicts(method, None, states)
+
+
+def test_a_tensor_read_from_the_base_is_merged_without_statistics(family, tmp_path):
+    import shutil
+
+    from graftkit.merge.recipe import parse_recipe
+    from graftkit.merge.run import open_plan
+    from graftkit.merge.validate import resolve_recipe
+
+    base, experts, stats = family
+    missing = "model.norm.weight"
+    lacking, lacking_stats = tmp_path / "e1", tmp_path / "s1"
+    shutil.copytree(experts[1], lacking)
+    shutil.copytree(stats[1], lacking_stats)
+    for folder, file in ((lacking, "model.safetensors"), (lacking_stats, "fisher.safetensors")):
+        state = load_file(folder / file)
+        del state[missing]
+        save_file(state, str(folder / file), metadata={"format": "pt"})
+    recipe = write_recipe(
+        tmp_path / "r.yaml", "fisher", [experts[0], lacking], [stats[0], lacking_stats], base_model=str(base)
+    )
+    text = yaml.safe_load(recipe.read_text())
+    text["on_missing"] = "base"
+    parsed = parse_recipe(text)
+    with open_plan(resolve_recipe(parsed), parsed) as plan:
+        assert any(missing in w and "without statistics" in w for w in plan.warnings)
+        assert [j.stats for j in plan.jobs if j.name == missing] == [False]
+        assert all(j.stats for j in plan.jobs if j.name != missing)
+    recipe.write_text(yaml.safe_dump(text))
+    graft("merge", recipe, "-o", tmp_path / "out")
+    merged = load_file(tmp_path / "out" / "model.safetensors")
+    want = (load_file(experts[0] / "model.safetensors")[missing] + load_file(base / "model.safetensors")[missing]) / 2
+    torch.testing.assert_close(merged[missing], want)

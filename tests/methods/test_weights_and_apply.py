@@ -38,7 +38,8 @@ def test_disjoint_mean_methods_reject_a_zero_weight_sum(name, trio):
 
 def test_normalizes_weights_flags():
     flags = {name: spec.normalizes_weights({}) for name, spec in METHODS.items()}
-    assert {n for n, f in flags.items() if f} == {"linear", "ties", "dare_ties", "breadcrumbs_ties", "della"}
+    normalizing = {"linear", "ties", "dare_ties", "breadcrumbs_ties", "della", "fisher", "regmean"}
+    assert {n for n, f in flags.items() if f} == normalizing
     assert not METHODS.get("linear").normalizes_weights({"normalize": False})
 
 

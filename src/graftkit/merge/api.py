@@ -8,10 +8,12 @@ from typing import Any
 
 import torch
 
+from graftkit.errors import RecipeError
 from graftkit.merge.plan import build_plan
 from graftkit.merge.recipe import ModelEntry, Recipe, parse_recipe
 from graftkit.merge.run import MergeOptions, run_merge
 from graftkit.merge.sources import DictSink, StateDictSource
+from graftkit.merge.stats_sources import attach_stats
 from graftkit.merge.validate import resolve_recipe
 
 StateLike = Mapping[str, torch.Tensor] | torch.nn.Module
@@ -48,6 +50,7 @@ def merge_state_dicts(
     dare: dict[str, Any] | None = None,
     device: str = "cpu",
     out_dtype: str | None = None,
+    stats: Sequence[Mapping[str, torch.Tensor]] | None = None,
     **params: Any,
 ) -> dict[str, torch.Tensor]:
     """Merge in-memory ``state_dict``s (or ``nn.Module``s) with the same math as :func:`merge`.
@@ -60,6 +63,8 @@ def merge_state_dicts(
         dare: options of the DARE pre-step, e.g. ``{"density": 0.1}``.
         device: where the math runs.
         out_dtype: "float32", "float16" or "bfloat16"; default: the base's dtype.
+        stats: for ``fisher`` / ``regmean``, one statistics dict per expert (name → tensor, as
+            ``graft stats`` writes them: ``fisher.safetensors`` / ``regmean.safetensors``).
         **params: method parameters. A per-expert parameter (``weight``, ``density``) may be a
             list with one value per expert; anything else applies to every expert.
 
@@ -73,7 +78,8 @@ def merge_state_dicts(
     expert_entries = []
     for i in range(n):
         chosen = {k: v[i] for k, v in params.items() if k in per_expert_names and _is_per_expert_list(v, n)}
-        expert_entries.append(ModelEntry(model=f"expert_{i}", parameters=chosen))
+        given = {"stats": f"statistics of expert {i} (in memory)"} if stats is not None else {}
+        expert_entries.append(ModelEntry(model=f"expert_{i}", parameters=chosen, **given))
     shared = {k: v for k, v in params.items() if not (k in per_expert_names and _is_per_expert_list(v, n))}
     recipe = Recipe(
         merge_method=method,
@@ -89,6 +95,10 @@ def merge_state_dicts(
     expert_srcs = [StateDictSource(e, f"expert {i}") for i, e in enumerate(experts)]
     labels = (["base"] if base_src else []) + [f"expert {i}" for i in range(n)]
     plan = build_plan(resolved, base_src, expert_srcs, labels)
+    if stats is not None:
+        if len(stats) != n:
+            raise RecipeError(f"merge_state_dicts: {len(stats)} statistics dicts for {n} experts; give one per expert.")
+        plan = attach_stats(plan, [StateDictSource(s, f"statistics of expert {i}") for i, s in enumerate(stats)])
     sink = DictSink()
     execute(plan, sink, device=device)
     return sink.tensors

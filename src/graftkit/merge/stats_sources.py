@@ -92,6 +92,7 @@ def attach_stats(plan: MergePlan, sources: Sequence[TensorSource | None]) -> Mer
     sources = [_aliased(s, e) for s, e in zip(sources, plan.experts, strict=True)]
     complete = all(s is not None for s in sources)
     problems: list[str] = []
+    warnings = list(plan.warnings)
     jobs = []
     for job in plan.jobs:
         want = spec.stats_shape(job.shape) if job.merge else None
@@ -108,6 +109,13 @@ def attach_stats(plan: MergePlan, sources: Sequence[TensorSource | None]) -> Mer
                     f"expected {list(want)}"
                 )
         lacking = [i for i, _ in known if i not in having]
+        absent = [i for i in lacking if job.name not in plan.experts[i].tensors]  # read from the base (on_missing)
+        if having and absent:
+            warnings.append(
+                f"`{job.name}`: {labels[absent[0]]} lacks it (on_missing: base), so it has no statistics there; "
+                f"the tensor is merged without statistics ({spec.name}'s fallback)."
+            )
+            having = []
         if having and lacking:
             covered, missing = labels[having[0]], labels[lacking[0]]
             problems.append(f"- `{job.name}`: the statistics of {covered} cover it but those of {missing} do not")
@@ -121,7 +129,7 @@ def attach_stats(plan: MergePlan, sources: Sequence[TensorSource | None]) -> Mer
             f"The {spec.needs_stats} statistics do not fit the models:\n" + "\n".join(shown) + "\n"
             "Statistics must be measured on the very model they are listed with; run `graft stats` on it again."
         )
-    return dataclasses.replace(plan, jobs=jobs, stats=list(sources))
+    return dataclasses.replace(plan, jobs=jobs, stats=list(sources), warnings=list(dict.fromkeys(warnings)))
 
 
 def _aliased(stats: TensorSource | None, expert: TensorSource) -> TensorSource | None:
@@ -167,6 +175,7 @@ def computed_stats(plan: MergePlan, near: Path, device: str) -> Iterator[MergePl
                 n=request.n,
                 device=device,
                 tokenizer=request.tokenizer,
+                echo=log.info,
             )
         fresh = [
             folder if isinstance(m.stats, StatsRequest) else None
@@ -175,7 +184,10 @@ def computed_stats(plan: MergePlan, near: Path, device: str) -> Iterator[MergePl
         opened = open_stats(resolved, fresh)
         stack.callback(close_all, opened)
         merged = [o if o is not None else s for o, s in zip(opened, plan.stats or [None] * len(opened), strict=True)]
-        yield attach_stats(dataclasses.replace(plan, stats=None), merged)
+        attached = attach_stats(dataclasses.replace(plan, stats=None), merged)
+        for warning in attached.warnings[len(plan.warnings) :]:  # about the statistics just computed
+            log.warning(warning)
+        yield attached
 
 
 def describe(plan: MergePlan) -> str | None:
