@@ -58,8 +58,15 @@ def merge(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted merge into OUT.")] = False,
     durable: Annotated[bool, typer.Option(help="fsync the output before renaming it into place.")] = False,
     check: Annotated[bool, typer.Option(help="Probe the merged model against its parents.")] = False,
+    format: Annotated[str, typer.Option(help="safetensors (HF folder) or gguf (one llama.cpp file).")] = "safetensors",
+    gguf_type: Annotated[str | None, typer.Option(help="With --format gguf: f16 (default), bf16 or q8_0.")] = None,  # noqa: UP007
 ) -> None:
-    """Merge the models a recipe names into a new Hugging Face checkpoint."""
+    """Merge the models a recipe names into a new Hugging Face checkpoint (or one GGUF file)."""
+    if check and format == "gguf":
+        raise GraftError(
+            "--check probes a Hugging Face folder; with --format gguf run `graft convert OUT.gguf -o DIR` "
+            "and `graft check DIR ...` afterwards, or merge to safetensors with --check."
+        )
     with heavy_imports():
         from graftkit.merge.api import merge as run
 
@@ -74,12 +81,30 @@ def merge(
         progress=progress,
         resume=resume,
         durable=durable,
+        format=format,
+        gguf_type=gguf_type,
     )
     typer.echo(f"merged model written to {result}")
     if check:
         from graftkit.merge.report import check_merged
 
         check_merged(recipe, result)
+
+
+@app.command()
+def convert(
+    src: Annotated[Path, typer.Argument(help="A Llama-family .gguf file.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output model folder.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    max_shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 5GB.")] = "5GB",
+) -> None:
+    """Dequantize a GGUF file into a float32 safetensors Hugging Face folder (config, tokenizer, weights)."""
+    with heavy_imports():
+        from graftkit.io.gguf_convert import convert_gguf
+        from graftkit.merge.run import parse_size
+
+    result = convert_gguf(src, out, overwrite=overwrite, max_shard_size=parse_size(max_shard_size))
+    typer.echo(f"converted model written to {result}")
 
 
 @app.command()

@@ -59,13 +59,20 @@ class Checkpoint:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Checkpoint:
-        """Open a model folder or a single ``.safetensors`` / ``.bin`` file, reading headers only.
+        """Open a model folder or a single ``.safetensors`` / ``.bin`` / ``.gguf`` file, reading headers only.
+
+        A ``.gguf`` file opens as a :class:`graftkit.io.gguf_reader.GGUFCheckpoint`, which has this
+        class's interface and dequantizes each tensor to float32 as it is read.
 
         Raises:
             CheckpointError: missing, ambiguous, corrupt or unsafe weights (the message names the file).
         """
         path = Path(path)
         layout = find_layout(path)
+        if layout.format == "gguf":
+            from graftkit.io.gguf_reader import GGUFCheckpoint
+
+            return GGUFCheckpoint.open(path)  # type: ignore[return-value]  # same interface, see its docs
         tensors: dict[str, TensorInfo] = {}
         metadata: dict[str, str] | None = None
         bin_state: dict[Path, dict[str, torch.Tensor]] = {}

@@ -5,6 +5,7 @@ Recognised layouts, by the names ``save_pretrained`` writes:
 * ``model.safetensors`` (one file)
 * ``model.safetensors.index.json`` naming shards (``model-00001-of-00003.safetensors``, ...)
 * ``pytorch_model.bin`` or ``pytorch_model.bin.index.json`` naming ``.bin`` shards
+* a single llama.cpp ``.gguf`` file, passed by its path (read by :mod:`graftkit.io.gguf_reader`)
 
 Other weight files in the folder (``consolidated.safetensors``, adapters, optimizer states) are
 ignored, as ``from_pretrained`` ignores them.
@@ -20,7 +21,7 @@ from typing import Literal
 
 from graftkit.errors import CheckpointError
 
-Format = Literal["safetensors", "sharded-safetensors", "bin"]
+Format = Literal["safetensors", "sharded-safetensors", "bin", "gguf"]
 
 ST_SINGLE, ST_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN_SINGLE, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
@@ -31,7 +32,7 @@ class Layout:
     """The weight files of one checkpoint.
 
     Attributes:
-        format: ``"safetensors"``, ``"sharded-safetensors"`` or ``"bin"``.
+        format: ``"safetensors"``, ``"sharded-safetensors"``, ``"bin"`` or ``"gguf"``.
         files: weight files in a stable order (index shards sorted by name).
         weight_map: tensor name → file for indexed checkpoints, None otherwise.
     """
@@ -63,11 +64,13 @@ def find_layout(path: Path) -> Layout:
             return Layout("safetensors", (path,))
         if path.suffix in (".bin", ".pt", ".pth"):
             return Layout("bin", (path,))
+        if path.suffix == ".gguf":
+            return Layout("gguf", (path,))
         if path.name.endswith(".index.json"):
             return find_layout(path.parent)
         raise CheckpointError(
-            f"{path}: not a weight file graftkit reads. Pass a model folder, a .safetensors file or a "
-            "pytorch_model.bin file."
+            f"{path}: not a weight file graftkit reads. Pass a model folder, a .safetensors file, a "
+            "pytorch_model.bin file or a .gguf file."
         )
     st = _pick(path, ST_SINGLE, ST_INDEX, "safetensors")
     bn = _pick(path, BIN_SINGLE, BIN_INDEX, ".bin")
@@ -79,7 +82,7 @@ def find_layout(path: Path) -> Layout:
         )
     chosen = st or bn
     if chosen is None:
-        strays = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+        strays = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
         hint = (
             f" It has {', '.join(strays)}; if one of them is the model, pass its path directly."
             if strays

@@ -1,8 +1,8 @@
-"""Create an output folder atomically, and check there is room for it.
+"""Create an output folder (or a single output file) atomically, and check there is room for it.
 
 A merge writes into a temporary sibling of the output folder and renames it into place only when
 everything succeeded, so a crash or Ctrl-C never leaves a half-written model where a good one
-(or nothing) was.
+(or nothing) was. A single-file output (GGUF) is built the same way, as a temporary sibling file.
 """
 
 from __future__ import annotations
@@ -78,6 +78,43 @@ def atomic_output(
             _remove(old)
         else:
             os.replace(tmp, out)
+        if durable:
+            _sync_path(out.parent)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextmanager
+def atomic_file(out: str | os.PathLike[str], overwrite: bool = False, *, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path that becomes ``out`` when the ``with`` block succeeds.
+
+    The file is ``.<name>.graft-tmp-<pid>`` beside ``out``; on success it replaces ``out`` in one
+    rename, on any exception it is removed and an existing ``out`` is left untouched.
+
+    Args:
+        out: the final file.
+        overwrite: replace ``out`` if it exists (a folder is never replaced).
+        durable: ``fsync`` the file before the rename and the parent folder after it.
+
+    Raises:
+        OutputExistsError: ``out`` exists and ``overwrite`` is False, or ``out`` is a folder.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise OutputExistsError(f"{out}: is a folder; a single-file output cannot replace it. Choose a file path.")
+    _refuse_existing(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.graft-tmp-{os.getpid()}"
+    _remove(tmp)
+    try:
+        yield tmp
+        if durable:
+            _sync_path(tmp)
+        _refuse_existing(out, overwrite)
+        if out.is_dir():
+            raise OutputExistsError(f"{out}: became a folder while the file was written; nothing was replaced.")
+        os.replace(tmp, out)
         if durable:
             _sync_path(out.parent)
     except BaseException:

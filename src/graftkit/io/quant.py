@@ -1,7 +1,8 @@
 """Recognise quantized checkpoints from their config and tensor names, without reading weights.
 
 Merging packed integer weights as if they were floats silently produces garbage, so callers check
-this before planning a merge.
+this before planning a merge. A GGUF input is not refused: :mod:`graftkit.io.gguf_reader`
+dequantizes each tensor to float32 on read, and its config carries no ``quantization_config``.
 """
 
 from __future__ import annotations

@@ -20,16 +20,19 @@ StateLike = Mapping[str, torch.Tensor] | torch.nn.Module
 
 
 def merge(recipe: str | Path | dict[str, Any] | Recipe, out: str | Path, **options: Any) -> Path:
-    """Merge the checkpoints a recipe names into a new Hugging Face checkpoint folder.
+    """Merge the checkpoints a recipe names into a new Hugging Face checkpoint folder (or GGUF file).
 
     Args:
-        recipe: a YAML path, YAML text, a dict, or a parsed :class:`Recipe`.
-        out: the output folder; written to a temporary folder beside it and renamed when complete.
+        recipe: a YAML path, YAML text, a dict, or a parsed :class:`Recipe`. Models may be HF
+            folders, safetensors/.bin files or Llama ``.gguf`` files (dequantized as they are read).
+        out: the output folder (a ``.gguf`` file with ``format="gguf"``); written to a temporary
+            path beside it and renamed when complete.
         **options: :class:`graftkit.merge.run.MergeOptions` fields: ``device`` ("cpu"),
             ``seed`` (overrides the recipe's), ``overwrite`` (False), ``threads`` (torch intra-op
             threads), ``max_shard_size`` (bytes or "5GB"), ``progress`` (True), ``resume`` (False),
             ``durable`` (False: fsync the output before renaming it into place, for power-loss
-            safety, at the cost of waiting for the disk).
+            safety, at the cost of waiting for the disk), ``format`` ("safetensors" or "gguf"),
+            ``gguf_type`` (with ``format="gguf"``: "f16" (default), "bf16" or "q8_0").
 
     Returns:
         The output folder.

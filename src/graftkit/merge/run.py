@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from graftkit.errors import CheckpointError, GraftError, OutputExistsError
+from graftkit.io.gguf_writer import GGUF_TYPES
+from graftkit.merge.gguf_output import FORMATS, check_format, check_gguf_plan, write_gguf_merge
 from graftkit.merge.plan import MergePlan, build_plan
 from graftkit.merge.preflight import check_output_path
 from graftkit.merge.recipe import Recipe
@@ -52,11 +54,29 @@ class MergeOptions(BaseModel):
     progress: bool = True
     resume: bool = False
     durable: bool = False
+    format: str = "safetensors"
+    """``safetensors`` (an HF folder) or ``gguf`` (one llama.cpp file, see :mod:`graftkit.merge.gguf_output`)."""
+    gguf_type: str | None = None
+    """With ``format="gguf"``: ``f16`` (default), ``bf16`` or ``q8_0`` for the weight matrices."""
 
     @field_validator("max_shard_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> int:
         return parse_size(value)
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise GraftError(f"Unknown output format {value!r}; use one of {', '.join(FORMATS)}.")
+        return value
+
+    @field_validator("gguf_type")
+    @classmethod
+    def _gguf_type(cls, value: str | None) -> str | None:
+        if value is not None and value not in GGUF_TYPES:
+            raise GraftError(f"Unknown --gguf-type {value!r}; use one of {', '.join(GGUF_TYPES)}.")
+        return value
 
 
 def check_device(device: str) -> torch.device:
@@ -81,15 +101,17 @@ def check_device(device: str) -> torch.device:
 
 def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
     """Validate, plan and execute ``recipe`` into ``out``. See :func:`graftkit.merge`."""
-    from graftkit.io import atomic_output
+    from graftkit.io import atomic_file, atomic_output
 
+    check_format(out, options)
+    gguf = options.format == "gguf"
     check_device(options.device)
     if options.seed is not None:
         recipe = recipe.model_copy(update={"seed": options.seed})
     resolved = resolve_recipe(recipe)
     check_output_path(out, ([recipe.base_model] if recipe.base_model else []) + resolved.expert_paths)
     if out.exists() and not options.overwrite:
-        raise OutputExistsError(f"Output folder {str(out)!r} already exists; pass --overwrite to replace it.")
+        raise OutputExistsError(f"Output {str(out)!r} already exists; pass --overwrite to replace it.")
     threads = torch.get_num_threads()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -97,15 +119,25 @@ def run_merge(recipe: Recipe, out: Path, options: MergeOptions) -> Path:
         with open_plan(resolved, recipe) as checked:
             for warning in checked.warnings:
                 log.warning(warning)
+            if gguf:
+                check_gguf_plan(checked, out)
             check_disk_space(checked, out)
+            target = (
+                atomic_file(out, overwrite=options.overwrite, durable=options.durable)
+                if gguf
+                else atomic_output(
+                    out, overwrite=options.overwrite, resumable=True, resume=options.resume, durable=options.durable
+                )
+            )
             with (
                 computed_stats(checked, out, options.device) as plan,  # a statistics pass, if the recipe asks
-                atomic_output(
-                    out, overwrite=options.overwrite, resumable=True, resume=options.resume, durable=options.durable
-                ) as tmp,
+                target as tmp,
             ):
                 try:
-                    write_merge(plan, tmp, options)
+                    if gguf:
+                        write_gguf_merge(plan, tmp, out.stem, options)
+                    else:
+                        write_merge(plan, tmp, options)
                 except OSError as err:
                     if err.errno not in (errno.ENOSPC, errno.EDQUOT):
                         raise
@@ -225,7 +257,12 @@ def write_side_files(plan: MergePlan, folder: Path) -> None:
 
     recipe = plan.resolved.recipe
     reference = Path(recipe.base_model or recipe.models[0].model)
-    copy_side_files(reference, folder)
+    if reference.is_file() and reference.suffix == ".gguf":
+        from graftkit.io.gguf_tokenizer import save_gguf_tokenizer
+
+        save_gguf_tokenizer(reference, folder)  # a GGUF file has no side files; its tokenizer is metadata
+    else:
+        copy_side_files(reference, folder)
     if recipe.tokenizer_source not in (None, "base"):
         source = Path(recipe.tokenizer_source)
         if not source.is_dir():
