@@ -71,10 +71,10 @@ def test_killed_training_build_resumes(tmp_path, monkeypatch):
 
     real = train.text_batch
 
-    def dies_at_6(tok, b, t, seed, step):
+    def dies_at_6(tok, b, t, seed, step, *document):
         if step == 6:
             raise KeyboardInterrupt
-        return real(tok, b, t, seed, step)
+        return real(tok, b, t, seed, step, *document)
 
     monkeypatch.setattr(train, "text_batch", dies_at_6)
     with pytest.raises(KeyboardInterrupt):

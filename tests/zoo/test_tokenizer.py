@@ -17,6 +17,8 @@ def tok():
 def task_text() -> str:
     parts = [ALPHABET]
     for _, task in TASKS.items():
+        if task.kind in ("chat_held_in", "chat_held_out"):  # asked of a BPE LM, not the zoo's alphabet
+            continue
         for ex in task.examples("train", 10 if task.kind == "pretrain" else 100):
             parts += [ex.prompt, ex.answer]
     stream = pretrain_texts()
