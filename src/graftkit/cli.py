@@ -60,12 +60,13 @@ def merge(
     check: Annotated[bool, typer.Option(help="Probe the merged model against its parents.")] = False,
     format: Annotated[str, typer.Option(help="safetensors (HF folder) or gguf (one llama.cpp file).")] = "safetensors",
     gguf_type: Annotated[str | None, typer.Option(help="With --format gguf: f16 (default), bf16 or q8_0.")] = None,  # noqa: UP007
+    as_lora: Annotated[int | None, typer.Option(help="Write merge − base as a LoRA adapter of rank R.")] = None,  # noqa: UP007
 ) -> None:
-    """Merge the models a recipe names into a new Hugging Face checkpoint (or one GGUF file)."""
-    if check and format == "gguf":
+    """Merge the models a recipe names into a new Hugging Face checkpoint (or one GGUF file, or a LoRA adapter)."""
+    if check and (format == "gguf" or as_lora is not None):
         raise GraftError(
             "--check probes a Hugging Face folder; with --format gguf run `graft convert OUT.gguf -o DIR` "
-            "and `graft check DIR ...` afterwards, or merge to safetensors with --check."
+            "and `graft check DIR ...` afterwards, or merge to safetensors with --check (not --as-lora)."
         )
     with heavy_imports():
         from graftkit.merge.api import merge as run
@@ -83,7 +84,15 @@ def merge(
         durable=durable,
         format=format,
         gguf_type=gguf_type,
+        **({"as_lora": as_lora} if as_lora is not None else {}),
     )
+    if as_lora is not None:
+        from graftkit.io.lora_extract import read_report
+        from graftkit.merge.lora_out import render_report
+
+        render_report(read_report(result))
+        typer.echo(f"merge written as a LoRA adapter to {result}")
+        return
     typer.echo(f"merged model written to {result}")
     if check:
         from graftkit.merge.report import check_merged
@@ -105,6 +114,24 @@ def convert(
 
     result = convert_gguf(src, out, overwrite=overwrite, max_shard_size=parse_size(max_shard_size))
     typer.echo(f"converted model written to {result}")
+
+
+@app.command("extract-lora")
+def extract_lora(
+    model: Annotated[Path, typer.Argument(help="The fine-tuned (or merged) model.")],
+    base: Annotated[Path, typer.Option(help="The model it was fine-tuned from.")],
+    rank: Annotated[int, typer.Option(help="LoRA rank r (smaller layers get their own full rank).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Adapter folder to create.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing adapter folder.")] = False,
+    device: Annotated[str, typer.Option(help="Where the SVDs run: cpu, cuda …")] = "cpu",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Factorise MODEL − BASE into a PEFT LoRA adapter (truncated SVD of every linear weight's delta)."""
+    with heavy_imports():
+        from graftkit.merge.lora_out import extract, render_report
+
+    render_report(extract(model, base, rank, out, overwrite=overwrite, device=device, progress=progress))
+    typer.echo(f"LoRA adapter written to {out}")
 
 
 @app.command()

@@ -32,7 +32,9 @@ def merge(recipe: str | Path | dict[str, Any] | Recipe, out: str | Path, **optio
             threads), ``max_shard_size`` (bytes or "5GB"), ``progress`` (True), ``resume`` (False),
             ``durable`` (False: fsync the output before renaming it into place, for power-loss
             safety, at the cost of waiting for the disk), ``format`` ("safetensors" or "gguf"),
-            ``gguf_type`` (with ``format="gguf"``: "f16" (default), "bf16" or "q8_0").
+            ``gguf_type`` (with ``format="gguf"``: "f16" (default), "bf16" or "q8_0"). And
+            ``as_lora`` (a rank): keep only the merge's difference from ``base_model``, as a PEFT
+            LoRA adapter folder at ``out`` (see :func:`graftkit.merge.lora_out.merge_as_lora`).
 
     Returns:
         The output folder.
@@ -41,6 +43,12 @@ def merge(recipe: str | Path | dict[str, Any] | Recipe, out: str | Path, **optio
         >>> graftkit.merge("ties.yaml", "out/merged", device="cpu")
     """
     parsed = recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
+    as_lora = options.pop("as_lora", None)
+    if as_lora is not None:
+        from graftkit.merge.lora_out import merge_as_lora
+
+        merge_as_lora(parsed, Path(out), int(as_lora), MergeOptions(**options))
+        return Path(out)
     return run_merge(parsed, Path(out), MergeOptions(**options))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graftkit.merge.adapters import adapter_lines
 from graftkit.merge.recipe import parse_recipe
 from graftkit.merge.run import open_plan
 from graftkit.merge.stats_sources import describe
@@ -23,6 +24,7 @@ def validate_recipe(path: str | Path) -> str:
             f"  reads {plan.total_in_bytes / 1e9:.3f} GB, writes {plan.total_out_bytes / 1e9:.3f} GB",
             f"  layers: {plan.n_layers}",
         ]
+        lines += adapter_lines(plan.experts)
         stats_line = describe(plan)
         lines += [stats_line] if stats_line else []
         lines += [f"  warning: {w}" for w in plan.warnings]

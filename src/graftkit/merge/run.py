@@ -182,16 +182,16 @@ def open_plan(resolved, recipe: Recipe) -> Iterator[MergePlan]:
     checked too; statistics the recipe asks to compute are left out (see
     :func:`graftkit.merge.stats_sources.computed_stats`).
     """
-    from graftkit.io import Checkpoint
+    from graftkit.merge.adapters import open_base, open_expert
 
     opened: list = []
     try:
-        base = Checkpoint.open(recipe.base_model) if recipe.base_model else None
+        base = open_base(recipe.base_model) if recipe.base_model else None
         if base is not None:
             opened.append(base)
         experts = []
-        for path in resolved.expert_paths:
-            experts.append(Checkpoint.open(path))
+        for i, entry in enumerate(resolved.recipe.models):  # a LoRA adapter opens as base + ΔW
+            experts.append(open_expert(entry, i, base))
             opened.append(experts[-1])
         for checkpoint in opened:
             refuse_quantized(checkpoint)
