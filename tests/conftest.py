@@ -15,20 +15,23 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 
+TINY_FIELDS = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=96,
+    max_position_embeddings=64,
+)
+"""The tests' tiny decoder shape (hidden 32, 4 heads, 2 KV heads), for any Llama-like config class."""
+
+
 def tiny_llama_config(**overrides):
-    """The tests' tiny Llama shape (hidden 32, 4 heads, 2 KV heads); ``overrides`` change any field."""
+    """The tests' tiny Llama (:data:`TINY_FIELDS`); ``overrides`` change any field."""
     from transformers import LlamaConfig
 
-    fields = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=96,
-        max_position_embeddings=64,
-    )
-    return LlamaConfig(**{**fields, **overrides})
+    return LlamaConfig(**{**TINY_FIELDS, **overrides})
 
 
 def tiny_llama(seed: int = 0):

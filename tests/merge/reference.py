@@ -75,3 +75,15 @@ def ties_model_scope(base, experts, ws, densities, lam=1.0):
         sizes = [base[n].numel() for n in names]
         trimmed.append({n: part.reshape(base[n].shape) for n, part in zip(names, kept.split(sizes), strict=True)})
     return {n: base[n] + lam * elect_and_mean([t[n] for t in trimmed], ws) for n in names}
+
+
+def breadcrumbs(d, density, gamma):
+    """Keep k = max(1, floor(density n)) entries just below the floor(gamma n) largest |d|; the
+    outliers give way when both exceed n (density holds)."""
+    flat = d.flatten()
+    n = flat.numel()
+    k = max(1, math.floor(density * n))
+    top = min(math.floor(gamma * n), n - k)
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[flat.abs().argsort(descending=True, stable=True)[top : top + k]] = True
+    return torch.where(keep, flat, torch.zeros_like(flat)).reshape(d.shape)

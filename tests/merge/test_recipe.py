@@ -64,9 +64,9 @@ def test_bad_dtype_lists_valid_ones():
         parse_recipe({"merge_method": "linear", "models": [{"model": "a"}], "out_dtype": "int4"})
 
 
-def test_slices_are_refused_with_advice():
-    with pytest.raises(RecipeError, match="slices"):
-        parse_recipe({"merge_method": "linear", "slices": []})
+def test_slices_and_models_are_exclusive():
+    with pytest.raises(RecipeError, match="either `models:`"):
+        parse_recipe({"merge_method": "linear", "slices": [], "models": [{"model": "a"}]})
 
 
 def test_missing_recipe_file_is_named(tmp_path):

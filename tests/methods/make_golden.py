@@ -35,6 +35,7 @@ CASES: list[tuple[str, str, int, dict[str, Any], dict[str, Any] | None]] = [
     ("della", "della", 3, {"density": 0.4, "epsilon": 0.2}, None),
     ("della_linear", "della_linear", 3, {"density": 0.6, "epsilon": 0.1, "lambda": 0.9}, None),
     ("model_stock", "model_stock", 3, {}, None),
+    ("passthrough", "passthrough", 1, {"scale": 0.7}, None),
     ("fisher", "fisher", 3, {}, None),
     ("fisher_dare", "fisher", 3, {}, {"density": 0.5, "rescale": "paper"}),
     ("regmean", "regmean", 3, {}, None),

@@ -77,6 +77,19 @@ HAND = [
         {"density": 0.5, "gamma": 0.1},
         [0.0, -1, -1, -1, 5, 6, 7, 8, 9, 0],
     ),
+    # n = 4, density 0.75 keeps 3; gamma 0.5 asks for 2 outliers but only 1 can go (density holds).
+    ("breadcrumbs", [T([1.0, -4, 2, 3])], torch.zeros(4), (1,), {"density": 0.75, "gamma": 0.5}, [1.0, 0, 2, 3]),
+    # Per-expert gamma: 0.1 of n = 10 drops d1's 10; 0.3 drops d2's 10, 9 and 8; both keep 5.
+    (
+        "breadcrumbs",
+        [torch.arange(1.0, 11.0), torch.arange(1.0, 11.0)],
+        torch.zeros(10),
+        (1, 1),
+        {"density": 0.5, "gamma": (0.1, 0.3)},
+        [0.0, 0, 3, 4, 10, 12, 14, 8, 9, 0],
+    ),
+    ("passthrough", [T([1.0, -2.0])], None, (1,), {}, [1.0, -2.0]),
+    ("passthrough", [T([1.0, -2.0])], None, (3,), {"scale": 0.5}, [0.5, -1.0]),
     ("model_stock", [T([2.0, 1.0]), T([2.0, 2.0])], T([1.0, 1.0]), (1, 1), {}, [1 + MS, 1 + MS / 2]),
     ("model_stock", [T([2.0, 1.0]), T([1.0, 2.0])], T([1.0, 1.0]), (1, 1), {}, [1.0, 1.0]),
     ("model_stock", [T([3.0, 1.0]), T([3.0, 1.0])], T([1.0, 1.0]), (1, 1), {}, [3.0, 1.0]),

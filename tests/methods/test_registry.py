@@ -10,7 +10,7 @@ from graftkit.methods import METHODS, WEIGHT
 
 EXPECTED = {
     "linear", "slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties", "magnitude_prune",
-    "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "model_stock", "fisher", "regmean",
+    "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "model_stock", "fisher", "regmean", "passthrough",
 }  # fmt: skip
 
 
@@ -56,7 +56,9 @@ def test_flags():
     assert get("dare_ties").param("rescale").choices == ("paper", "none", "l1")
     assert get("ties").param("trim_scope").choices == ("tensor", "model")
     assert get("della").param("epsilon").default == 0.15
-    assert get("breadcrumbs").param("gamma").default == 0.01
+    assert get("breadcrumbs").param("gamma").default == 0.01 and get("breadcrumbs").param("gamma").per_expert
+    assert (get("passthrough").min_models, get("passthrough").max_models) == (1, 1)
+    assert not get("passthrough").needs_base and get("passthrough").param("scale").per_expert
     needs_stats = {n: s.needs_stats for n, s in METHODS.items() if s.needs_stats}
     assert needs_stats == {"fisher": "fisher", "regmean": "regmean"}
     assert not get("fisher").needs_base and not get("regmean").needs_base

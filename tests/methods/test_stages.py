@@ -84,10 +84,12 @@ def test_breadcrumbs_drops_no_outliers_when_gamma_n_below_1():
     assert out.tolist() == [0.0] * 7 + [-8.0, -9.0, -10.0]
 
 
-def test_breadcrumbs_never_zeroes_a_whole_tensor():
+def test_breadcrumbs_keeps_density_when_outliers_and_kept_exceed_n():
+    """density is the fraction kept: when gamma · n + k > n, fewer outliers are dropped (as mergekit)."""
     d = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    out = breadcrumbs(d.clone(), density=1.0, gamma=0.5)  # 2 outliers, the remaining 2 kept
-    assert out.tolist() == [1.0, 2.0, 0.0, 0.0]
+    assert breadcrumbs(d.clone(), density=1.0, gamma=0.5).tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert breadcrumbs(d.clone(), density=0.75, gamma=0.5).tolist() == [1.0, 2.0, 3.0, 0.0]
+    assert breadcrumbs(d.clone(), density=0.25, gamma=0.5).tolist() == [0.0, 2.0, 0.0, 0.0]  # never all zero
 
 
 def test_della_probabilities_follow_the_magnitude_rank():

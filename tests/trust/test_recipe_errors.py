@@ -139,18 +139,17 @@ def test_empty_model_path():
         parse_recipe(with_(TA, base_model="  "))
 
 
-@pytest.mark.parametrize("field", ["slices", "modules"])
-def test_mergekit_slices_are_refused_with_advice(field):
-    """graftkit has no layer ranges, so an empty or inverted range cannot occur: `slices` is refused."""
-    data = {
-        "merge_method": "linear",
-        field: [{"sources": [{"model": "a", "layer_range": [8, 0]}]}],
-    }
+def test_mergekit_modules_are_refused_with_advice():
+    data = {"merge_method": "linear", "modules": [{"sources": [{"model": "a", "layer_range": [0, 8]}]}]}
     with pytest.raises(RecipeError) as err:
         parse_recipe(data)
-    assert f"`{field}` is not supported" in str(err.value)
-    if field == "slices":
-        assert "list them under `models:`" in str(err.value)
+    assert "`modules` is not supported" in str(err.value)
+
+
+def test_inverted_slice_range_names_the_slice():
+    data = {"merge_method": "passthrough", "slices": [{"sources": [{"model": "a", "layer_range": [8, 0]}]}]}
+    with pytest.raises(RecipeError, match=r"`slices\.0\.sources\.0\.layer_range`: .*\[8, 0\] is inverted"):
+        parse_recipe(data)
 
 
 @pytest.mark.parametrize(

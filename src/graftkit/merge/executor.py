@@ -22,6 +22,7 @@ from graftkit.merge.model_scope import ModelCutoffs, model_cutoffs
 from graftkit.merge.params import resolve
 from graftkit.merge.plan import MergePlan, TensorJob
 from graftkit.merge.sources import TensorSink
+from graftkit.merge.vocab_rows import align_rows
 from graftkit.methods import expert_seed, run_method
 
 log = logging.getLogger(__name__)
@@ -149,19 +150,20 @@ def merge_one(
     stats_f = None if stats is None else [_to_compute(t, device) for t in stats]
     if check_inputs and (bad := _first_nonfinite(plan, job, base_f, expert_f, stats_f)) is not None:
         raise _nonfinite_error(job.name, bad)
+    name_in = job.input_name  # filters match the name in the inputs (a stack renumbers its layers)
     params = {
-        name: resolve(value, job.name, plan.n_layers, _default(plan, name))
+        name: resolve(value, name_in, plan.n_layers, _default(plan, name))
         for name, value in resolved.global_params.items()
     }
     per_expert = {
         name: tuple(
-            resolve(resolved.expert_params[i][name], job.name, plan.n_layers, _default(plan, name)) for i in job.experts
+            resolve(resolved.expert_params[i][name], name_in, plan.n_layers, _default(plan, name)) for i in job.experts
         )
         for name in resolved.expert_params[0]
         if name != "weight"
     }
     weights = tuple(
-        float(resolve(resolved.expert_params[i]["weight"], job.name, plan.n_layers, 1.0)) for i in job.experts
+        float(resolve(resolved.expert_params[i]["weight"], name_in, plan.n_layers, 1.0)) for i in job.experts
     )
     seeds = tuple(expert_seed(resolved.recipe.seed, i, job.name) for i in job.experts)
     dare = resolved.recipe.dare.model_dump() if resolved.recipe.dare else None
@@ -270,16 +272,32 @@ def _read_ahead(
 
 def _read_job(plan: MergePlan, job: TensorJob) -> _Inputs:
     resolved = plan.resolved
+    name = job.input_name
     uses_base = resolved.spec.needs_base or resolved.recipe.dare is not None or not job.merge
-    missing = any(job.name not in plan.experts[i].tensors for i in job.experts)
-    base = _read(plan.base, job.name) if plan.base is not None and (uses_base or missing) else None
+    missing = any(name not in plan.experts[i].tensors for i in job.experts)
+    fills = job.rows is not None  # an aligned vocabulary fills rows an expert lacks from the base
+    base = _read(plan.base, name) if plan.base is not None and (uses_base or missing or fills) else None
     if not job.merge:
-        return _Inputs(job, base if base is not None else _read(plan.experts[0], job.name), [])
+        first = plan.experts[job.experts[0] if job.experts else 0]
+        return _Inputs(job, base if base is not None else _read(first, name), [])
     experts = []
     for i in job.experts:
         source = plan.experts[i]
-        experts.append(_read(source, job.name) if job.name in source.tensors else base)
+        experts.append(_read(source, name) if name in source.tensors else base)
+    if fills:
+        base, experts = _aligned(plan, job, base, experts)
     return _Inputs(job, base, experts, _read_stats(plan, job) if job.stats else None)
+
+
+def _aligned(
+    plan: MergePlan, job: TensorJob, base: torch.Tensor | None, experts: list[torch.Tensor]
+) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """The job's inputs with their rows in the output vocabulary's order (see ``vocab_rows``)."""
+    offset = 1 if plan.base is not None else 0
+    models = [offset + i if job.input_name in plan.experts[i].tensors else 0 for i in job.experts]
+    given = ([base] if base is not None else []) + experts
+    out = align_rows(job.rows, given, ([0] if base is not None else []) + models)
+    return (out[0], out[1:]) if base is not None else (None, out)
 
 
 def _read_stats(plan: MergePlan, job: TensorJob) -> list[torch.Tensor]:

@@ -45,7 +45,12 @@ def check_gguf_plan(plan: MergePlan, out: Path) -> None:
     """Refuse a plan GGUF cannot hold (not Llama, scaled RoPE, unmapped tensors) before any merging."""
     from graftkit.io.gguf_llama import check_config, gguf_name
 
-    check_config(plan.reference.config, plan.labels[0])
+    check_config(plan.output_config, plan.labels[0])
+    if plan.vocab is not None and plan.vocab.tokenizer is not None:
+        raise GraftError(
+            f"{out}: a union tokenizer with added tokens cannot be written into a GGUF file yet; write "
+            "safetensors instead (drop --format gguf), or use `tokenizer: {source: base}`."
+        )
     unmapped = [job.name for job in plan.jobs if gguf_name(job.name) is None]
     if unmapped:
         raise GraftError(
@@ -70,7 +75,7 @@ def write_gguf_merge(plan: MergePlan, file: Path, name: str, options: Any) -> No
     from graftkit.merge.progress import merge_progress
 
     recipe = plan.resolved.recipe
-    recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    recipe_yaml = yaml.safe_dump(recipe.dump(), sort_keys=False)
     t = gguf.GGUFValueType
     metadata = [
         ("general.name", name, t.STRING, None),
@@ -79,7 +84,7 @@ def write_gguf_merge(plan: MergePlan, file: Path, name: str, options: Any) -> No
     ]
     entries = [(job.name, job.shape, job.out_dtype) for job in plan.jobs]
     with (
-        GGUFFileWriter(file, entries, plan.reference.config, options.gguf_type or "f16", metadata) as writer,
+        GGUFFileWriter(file, entries, plan.output_config, options.gguf_type or "f16", metadata) as writer,
         merge_progress(plan, enabled=options.progress) as advance,
     ):
         execute(plan, writer, device=options.device, on_tensor=advance)
@@ -90,10 +95,10 @@ def tokenizer_metadata(plan: MergePlan) -> list:
     from graftkit.io.gguf_tokenizer import tokenizer_from_folder, tokenizer_from_gguf
 
     recipe = plan.resolved.recipe
-    source = recipe.tokenizer_source if recipe.tokenizer_source not in (None, "base") else None
+    source = plan.vocab.copy_from if plan.vocab is not None else None  # `tokenizer: {source: MODEL}`
     where = Path(source or recipe.base_model or recipe.models[0].model)
     if where.is_file() and where.suffix == ".gguf":
         return tokenizer_from_gguf(where)
     if not where.is_dir():
         raise GraftError(f"`tokenizer_source` {str(where)!r} is not a model folder or .gguf file; use `base` or a path")
-    return tokenizer_from_folder(where, int((plan.reference.config or {}).get("vocab_size", 0)))
+    return tokenizer_from_folder(where, int(plan.output_config.get("vocab_size", 0)))

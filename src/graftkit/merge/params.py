@@ -24,6 +24,26 @@ def layer_index(tensor_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def with_layer(tensor_name: str, layer: int) -> str:
+    """``tensor_name`` with its decoder-layer number replaced by ``layer`` (it must have one)."""
+    match = _LAYER.search(tensor_name)
+    if match is None:
+        raise ValueError(f"{tensor_name!r} belongs to no numbered layer")
+    return tensor_name[: match.start(1)] + str(layer) + tensor_name[match.end(1) :]
+
+
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+
+
+def count_layers(config: dict[str, Any] | None, names: Any) -> int:
+    """Number of decoder layers, from the config or else from tensor names."""
+    for key in LAYER_KEYS:
+        if config and isinstance(config.get(key), int):
+            return int(config[key])
+    indices = [i for i in (layer_index(n) for n in names) if i is not None]
+    return max(indices) + 1 if indices else 1
+
+
 def filter_matches(pattern: str | None, tensor_name: str) -> bool:
     if pattern is None:
         return True

@@ -13,66 +13,16 @@ from typing import Any
 import torch
 
 from graftkit.errors import CheckpointError
-from graftkit.merge.params import layer_index
+from graftkit.merge.params import count_layers
+from graftkit.merge.plan_types import MergePlan, TensorJob, _itemsize, _numel
 from graftkit.merge.preflight import HEAD_NAMES, check_configs, check_layer_lists, is_tied, untie_where_needed
 from graftkit.merge.sources import TensorSource
 from graftkit.merge.validate import ResolvedRecipe
+from graftkit.merge.vocab import VocabPlan, plan_vocab
 
 DTYPE_BY_NAME = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
-
-@dataclass(frozen=True)
-class TensorJob:
-    """One output tensor.
-
-    Attributes:
-        name: tensor name in every input and in the output.
-        shape: its shape.
-        out_dtype: the dtype it is stored in.
-        experts: indices (into the recipe's models) of the experts that contribute.
-        merge: False for non-float tensors, copied from the reference model unchanged.
-        nbytes_in: bytes read to produce it (for progress and throughput).
-        stats: whether the method reads each contributing expert's statistic of this tensor
-            (methods with ``needs_stats``; see :mod:`graftkit.merge.stats_sources`).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    out_dtype: torch.dtype
-    experts: tuple[int, ...]
-    merge: bool
-    nbytes_in: int
-    stats: bool = False
-
-
-@dataclass
-class MergePlan:
-    """Everything the executor needs; built by :func:`build_plan`."""
-
-    resolved: ResolvedRecipe
-    base: TensorSource | None
-    experts: list[TensorSource]
-    labels: list[str]
-    jobs: list[TensorJob]
-    n_layers: int
-    out_dtype: torch.dtype | None
-    warnings: list[str] = field(default_factory=list)
-    stats: list[TensorSource | None] | None = None
-    """Per expert, its statistics for a method with ``needs_stats`` (None: not computed yet)."""
-
-    @property
-    def reference(self) -> TensorSource:
-        """The model whose tensor list, config and tokenizer the output follows."""
-        return self.base if self.base is not None else self.experts[0]
-
-    @property
-    def total_in_bytes(self) -> int:
-        return sum(job.nbytes_in for job in self.jobs)
-
-    @property
-    def total_out_bytes(self) -> int:
-        return sum(_numel(j.shape) * _itemsize(j.out_dtype) for j in self.jobs)
+__all__ = ["DTYPE_BY_NAME", "MergePlan", "TensorJob", "build_plan", "count_layers"]
 
 
 def build_plan(
@@ -92,49 +42,28 @@ def build_plan(
     Raises:
         CheckpointError: missing/extra tensors (per ``on_missing``), shape mismatches.
     """
+    if resolved.stack is not None:
+        from graftkit.merge.layer_stack import build_stack_plan
+
+        return build_stack_plan(resolved, experts, labels)
     reference = base if base is not None else experts[0]
     # one config per label: the base (if any), then every expert (the first is the reference without a base)
     check_configs(([base.config] if base is not None else []) + [e.config for e in experts], labels)
     experts = untie_where_needed(reference, list(experts))
-    out_dtype = DTYPE_BY_NAME.get(resolved.recipe.storage_dtype or "")
-    on_missing = resolved.recipe.on_missing
-    expert_labels = list(labels[1:] if base is not None else labels)
-    ref_label = labels[0]
-    problems: list[str] = []
-    warnings: list[str] = []
-    missing: dict[int, list[str]] = {}
-    jobs = []
     if not reference.tensors:
         raise CheckpointError(
-            f"{ref_label} holds no tensors, so there is nothing to merge. Check that it is the right "
+            f"{labels[0]} holds no tensors, so there is nothing to merge. Check that it is the right "
             "checkpoint (its weight files may be empty or not downloaded)."
         )
-    for name, meta in reference.tensors.items():
-        present = []
-        for i, expert in enumerate(experts):
-            other = expert.tensors.get(name)
-            if other is None:
-                if on_missing == "error":
-                    problems.append(f"- tensor `{name}` is in {ref_label} but missing from {expert_labels[i]}")
-                    continue
-                missing.setdefault(i, []).append(name)
-                if on_missing == "base" and base is not None:
-                    present.append(i)  # read from the base instead: a zero delta
-                continue
-            if tuple(other.shape) != tuple(meta.shape):
-                problems.append(_shape_problem(name, ref_label, meta.shape, expert_labels[i], other.shape))
-                continue
-            present.append(i)
-        is_float = meta.dtype.is_floating_point
-        merge = is_float and bool(present)
-        dtype = (out_dtype or meta.dtype) if merge else meta.dtype
-        read = [meta] + [experts[i].tensors.get(name) or meta for i in present] if merge else [meta]
-        nbytes = sum(_numel(m.shape) * _itemsize(m.dtype) for m in read)
-        jobs.append(TensorJob(name, tuple(meta.shape), dtype, tuple(present), merge, nbytes))
-    _note_missing(missing, expert_labels, ref_label, on_missing, warnings)
-    _check_extras(reference, experts, expert_labels, ref_label, on_missing, problems, warnings)
-    _note_dtypes(reference, experts, warnings)
-    if problems:
+    vocab = plan_vocab(resolved, base, experts)
+    check = _Checks(resolved.recipe.on_missing, base is not None, labels[0], list(labels[1:] if base else labels))
+    out_dtype = DTYPE_BY_NAME.get(resolved.recipe.storage_dtype or "")
+    jobs = [_job(name, meta, experts, check, out_dtype, vocab) for name, meta in reference.tensors.items()]
+    _note_missing(check.missing, check.labels, check.ref_label, check.on_missing, check.warnings)
+    _check_extras(reference, experts, check.labels, check.ref_label, check.on_missing, check.problems, check.warnings)
+    _note_dtypes(reference, experts, check.warnings)
+    if check.problems:
+        problems = check.problems
         shown = problems[:20] + ([f"- … and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise CheckpointError(
             "The models cannot be merged tensor by tensor:\n" + "\n".join(shown) + "\n"
@@ -147,24 +76,68 @@ def build_plan(
     written = [resolved.recipe.parameters, *(m.parameters for m in resolved.recipe.models)]
     places = ["parameters"] + [f"models[{i}].parameters" for i in range(len(resolved.recipe.models))]
     check_layer_lists(written, n_layers, places)
-    return MergePlan(resolved, base, list(experts), list(labels), jobs, n_layers, out_dtype, warnings)
+    plan = MergePlan(resolved, base, list(experts), list(labels), jobs, n_layers, out_dtype, check.warnings)
+    if vocab is not None:
+        plan.vocab, plan.config_updates = vocab, dict(vocab.config_updates)
+        plan.summary += vocab.summary
+        plan.warnings += vocab.warnings
+    return plan
 
 
-def count_layers(config: dict[str, Any] | None, names: Any) -> int:
-    """Number of decoder layers, from the config or else from tensor names."""
-    for key in _LAYER_KEYS:
-        if config and isinstance(config.get(key), int):
-            return int(config[key])
-    indices = [i for i in (layer_index(n) for n in names) if i is not None]
-    return max(indices) + 1 if indices else 1
+@dataclass
+class _Checks:
+    """What the tensor-by-tensor checks need and what they find."""
+
+    on_missing: str
+    has_base: bool
+    ref_label: str
+    labels: list[str]  # the experts'
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    missing: dict[int, list[str]] = field(default_factory=dict)
+
+
+def _job(
+    name: str,
+    meta: Any,
+    experts: Sequence[TensorSource],
+    check: _Checks,
+    out_dtype: torch.dtype | None,
+    vocab: VocabPlan | None,
+) -> TensorJob:
+    """The job of one reference tensor; problems and missing tensors are noted in ``check``."""
+    rows = vocab.rows_for(name) if vocab is not None else None
+    shape = (vocab.n_rows, *meta.shape[1:]) if vocab is not None and name in vocab.names else tuple(meta.shape)
+    present = []
+    for i, expert in enumerate(experts):
+        other = expert.tensors.get(name)
+        if other is None:
+            if check.on_missing == "error":
+                check.problems.append(f"- tensor `{name}` is in {check.ref_label} but missing from {check.labels[i]}")
+                continue
+            check.missing.setdefault(i, []).append(name)
+            if check.on_missing == "base" and check.has_base:
+                present.append(i)  # read from the base instead: a zero delta
+            continue
+        aligned = vocab is not None and name in vocab.names  # rows may differ: they are matched by token
+        if tuple(other.shape)[int(aligned) :] != tuple(meta.shape)[int(aligned) :]:
+            check.problems.append(_shape_problem(name, check.ref_label, meta.shape, check.labels[i], other.shape))
+            continue
+        present.append(i)
+    merge = meta.dtype.is_floating_point and bool(present)
+    dtype = (out_dtype or meta.dtype) if merge else meta.dtype
+    read = [meta] + [experts[i].tensors.get(name) or meta for i in present] if merge else [meta]
+    nbytes = sum(_numel(m.shape) * _itemsize(m.dtype) for m in read)
+    return TensorJob(name, shape, dtype, tuple(present), merge, nbytes, rows=rows)
 
 
 def _shape_problem(name: str, a: str, shape_a: Any, b: str, shape_b: Any) -> str:
     line = f"- tensor `{name}` has shape {list(shape_a)} in {a} but {list(shape_b)} in {b}"
     if any(key in name for key in ("embed", "wte", "lm_head", "word_embeddings")) and shape_a[1:] == shape_b[1:]:
         line += (
-            f" (vocabulary size {shape_a[0]} vs {shape_b[0]}: the tokenizers differ; resize the embeddings "
-            "to one vocabulary, e.g. `model.resize_token_embeddings(n)`, or merge models that share a tokenizer)"
+            f" (vocabulary size {shape_a[0]} vs {shape_b[0]}: the tokenizers differ; add `tokenizer: {{source: "
+            "union}` (every model's tokens) or `tokenizer: {source: base}` (the base's) to the recipe to match "
+            "embedding rows by token, or merge models that share a tokenizer)"
         )
     return line
 
@@ -208,14 +181,3 @@ def _note_dtypes(reference, experts, warnings) -> None:
     if len(dtypes) > 1:
         names = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
         warnings.append(f"inputs mix dtypes ({names}); every tensor is merged in float32.")
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
-
-
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()

@@ -32,15 +32,17 @@ EMBED_NAMES = (
 )
 
 
-def check_configs(configs: Sequence[Mapping[str, Any] | None], labels: Sequence[str]) -> None:
-    """Refuse models whose architecture, hidden size or layer count differ from the first's."""
+def check_configs(
+    configs: Sequence[Mapping[str, Any] | None], labels: Sequence[str], keys: Sequence = CONFIG_KEYS
+) -> None:
+    """Refuse models whose architecture, hidden size or layer count (the ``keys``) differ from the first's."""
     problems = []
     reference, ref_label = configs[0], labels[0]
     for config, label in zip(configs[1:], labels[1:], strict=True):
         if not reference or not config:
             continue
-        for keys, what in CONFIG_KEYS:
-            key = next((k for k in keys if k in reference and k in config), None)
+        for names, what in keys:
+            key = next((k for k in names if k in reference and k in config), None)
             if key is not None and reference[key] != config[key]:
                 problems.append(f"- {what} (`{key}`): {reference[key]} in {ref_label} but {config[key]} in {label}")
     if problems:

@@ -1,7 +1,8 @@
 """Merge recipes: YAML in, a frozen, validated :class:`Recipe` out.
 
 The schema is mergekit's for the methods both tools share (``merge_method``, ``base_model``,
-``models: [{model, parameters}]``, ``parameters``, ``dtype``, ``tokenizer_source``) plus
+``models: [{model, parameters}]`` or ``slices: [{sources: [{model, layer_range}]}]``,
+``parameters``, ``dtype``, ``tokenizer`` / ``tokenizer_source``) plus
 graftkit's own fields (``out_dtype``, ``seed``, ``dare``, ``on_missing``, and per model
 ``stats`` for the data-aware methods). Structural errors are
 reported per field with what to write instead; method-level checks live in
@@ -13,7 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from graftkit.errors import RecipeError
 from graftkit.yaml_input import explain, read_mapping
@@ -81,6 +91,45 @@ class DareOptions(BaseModel):
     rescale: Literal["paper", "none", "l1"] = "paper"
 
 
+class SliceSource(BaseModel):
+    """Layers ``[start, end)`` of one model (end exclusive, as in mergekit), for a layer stack."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(min_length=1)
+    layer_range: tuple[int, int]
+    parameters: dict[str, ParamValue] = Field(default_factory=dict)
+
+    @field_validator("layer_range")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        start, end = value
+        if start < 0 or end <= start:
+            why = "is empty" if end == start else "is inverted" if end < start else "starts below 0"
+            raise ValueError(
+                f"{list(value)} {why}: write [start, end] with 0 <= start < end; end is exclusive, "
+                "as in mergekit ([0, 4] takes layers 0 to 3)"
+            )
+        return value
+
+
+class SliceEntry(BaseModel):
+    """One output slice of a layer stack: ``sources`` (one model's layer range each) and
+    ``parameters`` for them (a source's own ``parameters`` take precedence)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sources: list[SliceSource] = Field(min_length=1)
+    parameters: dict[str, ParamValue] = Field(default_factory=dict)
+
+
+class TokenizerOptions(BaseModel):
+    """Align embedding and head rows by token: the output vocabulary is the base's, the union of
+    every model's, or a named model's (``source``); see ``docs/recipes.md``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str = Field("union", min_length=1)
+    pad_to_multiple_of: int | None = Field(None, ge=1)
+
+
 DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
 
@@ -90,7 +139,8 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     merge_method: str
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[ModelEntry] = Field(default_factory=list)
+    slices: list[SliceEntry] | None = None
     base_model: str | None = None
     parameters: dict[str, ParamValue] = Field(default_factory=dict)
     dare: DareOptions | None = None
@@ -98,6 +148,7 @@ class Recipe(BaseModel):
     dtype: str | None = None
     seed: int = 0
     tokenizer_source: str | None = None
+    tokenizer: TokenizerOptions | None = None
     on_missing: Literal["error", "base", "skip"] = "error"
 
     @field_validator("base_model")
@@ -117,6 +168,27 @@ class Recipe(BaseModel):
             raise ValueError(f"must be one of {', '.join(DTYPES)}, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _one_input_kind(self) -> Recipe:
+        if bool(self.models) == bool(self.slices):
+            raise ValueError(
+                "give either `models:` (the models to merge) or `slices:` (a layer stack), not both or neither"
+            )
+        if self.tokenizer is not None and self.tokenizer_source is not None:
+            raise ValueError("give either `tokenizer:` or mergekit's older `tokenizer_source:`, not both")
+        return self
+
+    @property
+    def tokenizer_options(self) -> TokenizerOptions | None:
+        """``tokenizer:``, or ``tokenizer_source: S`` read as ``tokenizer: {source: S}``; None: no alignment."""
+        if self.tokenizer_source is not None:
+            return TokenizerOptions(source=self.tokenizer_source)
+        return self.tokenizer
+
+    def dump(self) -> dict[str, Any]:
+        """The recipe as written (for ``graft_recipe.yaml``): a layer stack's derived ``models`` left out."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"models"} if self.slices else None)
+
     @property
     def storage_dtype(self) -> str | None:
         """``out_dtype``, falling back to mergekit's ``dtype``; None means the base's dtype."""
@@ -128,7 +200,6 @@ class Recipe(BaseModel):
 
 # mergekit fields graftkit does not implement, with what to do instead.
 UNSUPPORTED = {
-    "slices": "graftkit merges whole models; list them under `models:` (layer slicing is not supported).",
     "modules": "per-module recipes are not supported; use `{filter, value}` parameter lists.",
     "chat_template": "copy the chat template into the base's tokenizer_config.json instead.",
 }
@@ -145,6 +216,11 @@ def parse_recipe(source: str | Path | dict[str, Any]) -> Recipe:
     for key, advice in UNSUPPORTED.items():
         if key in data:
             raise RecipeError(f"Recipe field `{key}` is not supported by graftkit: {advice}")
+    if ("models" in data) == ("slices" in data):
+        raise RecipeError(
+            "The recipe has errors:\n- `models` / `slices`: give either `models:` (the models to merge) or "
+            "`slices:` (a layer stack of `sources: [{model, layer_range}]`), not both or neither."
+        )
     if isinstance(data.get("parameters"), dict):
         data["parameters"] = {k: v for k, v in data["parameters"].items() if k not in IGNORED}
     try:
@@ -185,6 +261,8 @@ def _unknown_field_hint(loc: tuple[Any, ...]) -> str:
         )
     if len(loc) >= 4 and loc[0] == "models" and loc[2] == "stats":  # models.N.stats.request.FIELD
         return f"unknown field `{name}` in `stats:`; a statistics request takes task, jsonl, n and tokenizer."
+    if loc[:1] == ("tokenizer",) and name == "tokens":
+        return "per-token embedding sources (`tokens:`) are not supported; tokens take the rows docs/recipes.md states."
     if len(loc) == 1:
         where = _param_place(name)
         return (

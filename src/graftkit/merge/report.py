@@ -24,6 +24,7 @@ def validate_recipe(path: str | Path) -> str:
             f"  reads {plan.total_in_bytes / 1e9:.3f} GB, writes {plan.total_out_bytes / 1e9:.3f} GB",
             f"  layers: {plan.n_layers}",
         ]
+        lines += plan.summary  # a layer stack's layer plan, an aligned vocabulary
         lines += adapter_lines(plan.experts)
         stats_line = describe(plan)
         lines += [stats_line] if stats_line else []

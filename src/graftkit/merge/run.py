@@ -263,30 +263,15 @@ def write_side_files(plan: MergePlan, folder: Path) -> None:
         save_gguf_tokenizer(reference, folder)  # a GGUF file has no side files; its tokenizer is metadata
     else:
         copy_side_files(reference, folder)
-    if recipe.tokenizer_source not in (None, "base"):
-        source = Path(recipe.tokenizer_source)
-        if not source.is_dir():
-            raise GraftError(f"`tokenizer_source` {str(source)!r} is not a model folder; use `base` or a path.")
-        copy_tokenizer(source, folder)
-    config = dict(plan.reference.config or {})
+    if plan.vocab is not None:  # an aligned vocabulary: the union's or a named model's tokenizer
+        plan.vocab.write_tokenizer(folder)
+    config = plan.output_config
     if config:
         dtype = plan.out_dtype or _reference_float_dtype(plan)
         write_config(folder, config, dtype)
-    recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    recipe_yaml = yaml.safe_dump(recipe.dump(), sort_keys=False)
     (folder / "graft_recipe.yaml").write_text(recipe_yaml, encoding="utf-8")
     write_model_card(folder, plan.resolved.spec.name, plan.labels, recipe_yaml)
-
-
-TOKENIZER_FILES = ("tokenizer", "special_tokens_map", "vocab", "merges", "added_tokens", "chat_template")
-
-
-def copy_tokenizer(source: Path, folder: Path) -> None:
-    """Copy the tokenizer files of ``source`` over the ones taken from the base."""
-    import shutil
-
-    for path in source.iterdir():
-        if path.is_file() and path.name.startswith(TOKENIZER_FILES) or path.suffix == ".model":
-            shutil.copy2(path, folder / path.name)
 
 
 def _reference_float_dtype(plan: MergePlan) -> torch.dtype:

@@ -15,6 +15,7 @@ from graftkit.errors import RecipeError, UnknownNameError
 from graftkit.merge.compat import translate
 from graftkit.merge.params import scalars_in
 from graftkit.merge.recipe import FilterValue, Recipe, StatsRequest
+from graftkit.merge.stack_recipe import LayerStack, resolve_stack
 from graftkit.methods import METHODS
 from graftkit.methods.spec import WEIGHT, MethodSpec, ParamSpec
 
@@ -28,12 +29,15 @@ class ResolvedRecipe:
         spec: the merge method.
         global_params: every global parameter → value (scalar, per-layer list or filters).
         expert_params: per expert, ``weight`` and every per-expert parameter → value.
+        stack: for a ``slices:`` recipe, its layer stack; expert k is then slice k's source
+            (``recipe.models`` holds one derived entry per slice).
     """
 
     recipe: Recipe
     spec: MethodSpec
     global_params: dict[str, Any]
     expert_params: list[dict[str, Any]]
+    stack: LayerStack | None = None
 
     @property
     def expert_paths(self) -> list[str]:
@@ -46,19 +50,25 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
         spec = METHODS.get(recipe.merge_method)
     except UnknownNameError as err:
         raise RecipeError(f"`merge_method`: {err}") from None
+    stack = None
+    if recipe.slices:
+        recipe, stack = resolve_stack(recipe)
     recipe = _drop_base_from_models(recipe, spec)
     problems: list[str] = []
+    places = [
+        f"{LayerStack.place(i)}.parameters" if stack else f"models[{i}].parameters" for i in range(len(recipe.models))
+    ]
     global_params = _apply_alias(dict(recipe.parameters), "parameters", problems)
     experts = [
-        _apply_alias(dict(m.parameters), f"models[{i}].parameters", problems) for i, m in enumerate(recipe.models)
+        _apply_alias(dict(m.parameters), place, problems) for m, place in zip(recipe.models, places, strict=True)
     ]
     translate(spec, global_params, experts, problems)
-    _check_structure(recipe, spec, problems)
+    _check_structure(recipe, spec, problems, stacked=stack is not None)
     _check_stats(recipe, spec, problems)
     known = {p.name: p for p in (WEIGHT, *spec.params)}
     _check_names(global_params, "parameters", known, spec, problems, per_expert_place=False)
-    for i, params in enumerate(experts):
-        _check_names(params, f"models[{i}].parameters", known, spec, problems, per_expert_place=True)
+    for params, place in zip(experts, places, strict=True):
+        _check_names(params, place, known, spec, problems, per_expert_place=True)
     resolved_global = {p.name: global_params.get(p.name, p.default) for p in spec.params if not p.per_expert}
     resolved_experts = [
         {p.name: params.get(p.name, global_params.get(p.name, p.default)) for p in known.values() if p.per_expert}
@@ -70,7 +80,7 @@ def resolve_recipe(recipe: Recipe) -> ResolvedRecipe:
         _check_model_scope(recipe, resolved_global, resolved_experts, problems)
     if problems:
         raise RecipeError(f"The recipe for `{spec.name}` has errors:\n" + "\n".join(problems))
-    return ResolvedRecipe(recipe, spec, resolved_global, resolved_experts)
+    return ResolvedRecipe(recipe, spec, resolved_global, resolved_experts, stack)
 
 
 def _drop_base_from_models(recipe: Recipe, spec: MethodSpec) -> Recipe:
@@ -102,8 +112,9 @@ def _apply_alias(params: dict[str, Any], where: str, problems: list[str]) -> dic
     return params
 
 
-def _check_structure(recipe: Recipe, spec: MethodSpec, problems: list[str]) -> None:
-    n = len(recipe.models)
+def _check_structure(recipe: Recipe, spec: MethodSpec, problems: list[str], *, stacked: bool = False) -> None:
+    """Base, DARE and model-count rules (a layer stack takes one model per slice, any number of slices)."""
+    n = 1 if stacked else len(recipe.models)
     if spec.needs_base and recipe.base_model is None:
         problems.append(f"- `base_model`: `{spec.name}` combines task vectors (expert − base); name the base model.")
     if recipe.dare is not None:

@@ -11,6 +11,7 @@ from graftkit.methods import (  # noqa: F401  (imported to register)
     fisher,
     linear,
     model_stock,
+    passthrough,
     regmean,
     slerp,
     task_arithmetic,

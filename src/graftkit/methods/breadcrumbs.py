@@ -22,17 +22,18 @@ def _crumbs_merge(
     base: torch.Tensor | None,
     weights: Sequence[float],
     density: float | Sequence[float],
-    gamma: float,
+    gamma: float | Sequence[float],
     params: dict[str, Any],
     disjoint: bool,
 ) -> torch.Tensor:
     dens = per_expert(density, len(experts), "density")
+    gammas = per_expert(gamma, len(experts), "gamma")
     return merge_task_vectors(
         experts,
         base,
         weights,
         lam=pop_lambda(params),
-        sparsify=lambda d, i: crumbs(d, density=dens[i], gamma=gamma),
+        sparsify=lambda d, i: crumbs(d, density=dens[i], gamma=gammas[i]),
         disjoint=disjoint,
     )
 
@@ -44,11 +45,12 @@ def breadcrumbs(
     weights: Sequence[float],
     seeds: Sequence[int] = (),
     density: float | Sequence[float] = 0.9,
-    gamma: float = 0.01,
+    gamma: float | Sequence[float] = 0.01,
     **params: Any,
 ) -> torch.Tensor:
     """Per tensor, drop the ``floor(gamma · n)`` largest-``|d|`` entries and keep the next
-    ``max(1, floor(density · n))``; then ``θ = b + λ Σ w_i d̃_i``.
+    ``max(1, floor(density · n))`` (fewer outliers when both exceed ``n``); then
+    ``θ = b + λ Σ w_i d̃_i``.
 
     Args:
         experts: N (S) float32 tensors.
@@ -56,7 +58,7 @@ def breadcrumbs(
         weights: N weights.
         seeds: ignored.
         density: per-expert fraction kept.
-        gamma: fraction dropped as outliers (none when ``gamma · n < 1``).
+        gamma: per-expert fraction dropped as outliers (none when ``gamma · n < 1``).
         **params: ``lambda``.
 
     Returns:
@@ -72,7 +74,7 @@ def breadcrumbs_ties(
     weights: Sequence[float],
     seeds: Sequence[int] = (),
     density: float | Sequence[float] = 0.9,
-    gamma: float = 0.01,
+    gamma: float | Sequence[float] = 0.01,
     **params: Any,
 ) -> torch.Tensor:
     """As :func:`breadcrumbs`, but combined by TIES' sign election and disjoint mean.

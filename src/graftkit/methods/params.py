@@ -49,6 +49,7 @@ GAMMA = ParamSpec(
     float,
     0.01,
     "fraction of largest-magnitude delta entries dropped as outliers (none when gamma*n < 1)",
+    per_expert=True,
     low=0.0,
     high=1.0,
     high_open=True,

@@ -170,9 +170,11 @@ def dare(d: torch.Tensor, *, density: float, seed: int, rescale: str = "paper") 
 def breadcrumbs(d: torch.Tensor, *, density: float, gamma: float) -> torch.Tensor:
     """Model Breadcrumbs (Davari & Belilovsky 2024, https://arxiv.org/abs/2312.06795).
 
-    Drops the ``floor(gamma · n)`` largest-``|d|`` entries (outliers; none when gamma · n < 1)
-    and keeps the next ``max(1, floor(density · n))`` entries, clipped to the ``n - floor(gamma · n)``
-    that remain, so a tensor is never zeroed whole. No rescaling.
+    Keeps ``k = max(1, floor(density · n))`` entries: those ranked just below the
+    ``floor(gamma · n)`` largest ``|d|`` (the outliers, dropped; none when gamma · n < 1). When
+    outliers and kept entries together exceed ``n``, fewer outliers are dropped, so ``density``
+    always holds (``density = 1`` returns ``d`` unchanged) and a tensor is never zeroed whole.
+    No rescaling.
 
     Args:
         d: task vector, any shape, contiguous; modified in place.
@@ -180,9 +182,9 @@ def breadcrumbs(d: torch.Tensor, *, density: float, gamma: float) -> torch.Tenso
         gamma: fraction of entries dropped as outliers, in [0, 1).
     """
     n = d.numel()
-    n_top = count(gamma, n)
-    k = min(keep_count(density, n), n - n_top)
-    if n_top == 0 and k >= n:
+    k = keep_count(density, n)
+    n_top = min(count(gamma, n), n - k)  # outliers give way to the kept fraction
+    if k >= n:
         return d
     a = d.abs().view(-1)
     keep = top_magnitude_mask(a, n_top + k)
