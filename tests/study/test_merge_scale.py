@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from graftkit.errors import RecipeError
 from graftkit.study.engine import LocalBackend, UnitStore
 from graftkit.study.merge_scale import candidates, merged_normalised, recipe_of, run_study
 from graftkit.study.merge_scale_report import summarise, tidy_rows, write_outputs
 from graftkit.study.merge_scale_settings import load_study
-from graftkit.zoo.tokenizer import build_tokenizer
 
 REFS = {
     "test": {
@@ -90,58 +87,15 @@ def test_study_file_errors_name_the_field(tmp_path):
 
 
 # -- a tiny grid end to end ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_family(tmp_path_factory):
-    """A base, an expert per task (small perturbations of it) and a multitask model, zoo tokenizer."""
-    root = tmp_path_factory.mktemp("family")
-    tok = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    paths = {}
-    for i, name in enumerate(["base", "addition", "reversal", "case_swap", "multitask"]):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-        if i:
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.add_(torch.randn_like(p) * 0.01 * i)
-        model.save_pretrained(root / name)
-        tok.save_pretrained(root / name)
-        paths[name] = root / name
-    return paths
-
-
-def _tiny_study(paths, methods=("average", "ties")):
-    base = {
-        "name": "tiny",
-        "source": "folders",
-        "kind": "pretrained",
-        "size": "tiny",
-        "held_in": ["addition", "reversal", "case_swap"],
-        "held_out": ["reverse_swap"],
-        "path": str(paths["base"]),
-        "experts": {f: str(paths[f]) for f in ("addition", "reversal", "case_swap")},
-        "multitask_path": str(paths["multitask"]),
-        "eval_bf16": False,
-    }
+def _tiny_study(paths, base, methods=("average", "ties")):
     grids = {"ties": {"lambda": [0.5, 1.0], "density": [0.5]}}
     overrides = {"bases": [base], "methods": list(methods), "n_experts": [2, 3], "seeds": [0, 1], "grids": grids}
     return load_study(overrides={**overrides, "n_test": 3, "n_validation": 2})
 
 
-def test_tiny_grid_runs_caches_and_reports(tiny_family, tmp_path, monkeypatch):
+def test_tiny_grid_runs_caches_and_reports(tiny_family, tiny_base, tmp_path, monkeypatch):
     monkeypatch.setenv("GRAFTKIT_CACHE", str(tmp_path / "cache"))
-    study = _tiny_study(tiny_family)
+    study = _tiny_study(tiny_family, tiny_base)
     store = UnitStore(tmp_path / "cache")
     result = run_study(study, backend=LocalBackend(), store=store, log=lambda *_: None)
     merges = result["bases"][0]["merges"]

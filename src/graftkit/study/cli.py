@@ -39,30 +39,48 @@ def calm_kv(
         save_json(result, json_out)
 
 
-@app.command("merge-scale")
-def merge_scale(
-    study_file: Annotated[Path | None, typer.Argument(help="Study file (YAML); default: the SmolLM2 study.")] = None,
-    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the JSON, rows, figures and report.")] = Path(
-        "runs/merge_scale"
-    ),
-    backend: Annotated[
-        str, typer.Option(help="local, or ray (needs the ray extra; starts Ray here unless --address).")
-    ] = "local",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start Ray here).")] = None,
+StudyFile = Annotated[Path | None, typer.Argument(help="Study file (YAML); default: the SmolLM2 study.")]
+Backend = Annotated[str, typer.Option(help="local, or ray (needs the ray extra; starts Ray here unless --address).")]
+Address = Annotated[str | None, typer.Option(help="Ray cluster address (default: start Ray here).")]
+Out = Annotated[Path, typer.Option("-o", "--out", help="Folder for the JSON, rows, figures and report.")]
+
+
+def _run_file_study(
+    module: str, loader: str, study_file: Path | None, out: Path, backend: str, address: str | None
 ) -> None:
-    """Merging at scale (Yadav et al. 2024): experts, hyperparameters on validation, 2-8 experts merged."""
+    """Load and validate the study file (before any model is touched), run it, write and print its report."""
+    import importlib
+
     from rich.console import Console
 
     from graftkit.study.engine import get_backend
-    from graftkit.study.merge_scale_settings import load_study
 
-    study = load_study(study_file)  # validated before any model is touched
+    study = getattr(importlib.import_module(f"{module}_settings"), loader)(study_file)
     console = Console()
-    from graftkit.study.merge_scale import run_study
-    from graftkit.study.merge_scale_report import write_outputs
-
     runner = get_backend(backend, **({"address": address} if backend == "ray" else {}))
-    result = run_study(study, backend=runner, log=console.print)
-    paths = write_outputs(result, out, name=study.name)
+    result = importlib.import_module(module).run_study(study, backend=runner, log=console.print)
+    paths = importlib.import_module(f"{module}_report").write_outputs(result, out, name=study.name)
     console.print(paths["md"].read_text())
     console.print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command("merge-scale")
+def merge_scale(
+    study_file: StudyFile = None,
+    out: Out = Path("runs/merge_scale"),
+    backend: Backend = "local",
+    address: Address = None,
+) -> None:
+    """Merging at scale (Yadav et al. 2024): experts, hyperparameters on validation, 2-8 experts merged."""
+    _run_file_study("graftkit.study.merge_scale", "load_study", study_file, out, backend, address)
+
+
+@app.command("dare")
+def dare(
+    study_file: StudyFile = None,
+    out: Out = Path("runs/dare"),
+    backend: Backend = "local",
+    address: Address = None,
+) -> None:
+    """DARE's claims (Yu et al. 2023): drop-rate sweep, DARE vs magnitude, pre-step table, far-moved expert."""
+    _run_file_study("graftkit.study.dare", "load_dare_study", study_file, out, backend, address)

@@ -68,14 +68,25 @@ def build_models(base: BaseSpec, backend: Backend, store: UnitStore, log: Log) -
             "experts": {f: model_ref(base.experts[f]) for f in base.held_in},
             "multitask": model_ref(base.multitask_path),
         }
+    ref, experts = smollm2_experts(base, list(base.held_in), backend, store, log, multitask=True)
+    multitask = experts.pop("")
+    return {"base": ref, "experts": experts, "multitask": multitask}
+
+
+def smollm2_experts(
+    base: BaseSpec, families: list[str], backend: Backend, store: UnitStore, log: Log, multitask: bool = False
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The imported SmolLM2 and an expert per family fine-tuned from it (with ``multitask``, also the
+    multitask baseline on all of ``base.held_in``, under the key ``""``), as refs."""
     from graftkit.zoo.smollm2 import import_smollm2
 
     ref = model_ref(import_smollm2(log=log))
-    units = [expert_unit(ref, [f], base.expert.unit_settings("expert"), f"expert:{f}") for f in base.held_in]
-    units.append(expert_unit(ref, list(base.held_in), base.multitask.unit_settings("multitask"), "multitask"))
+    units = [expert_unit(ref, [f], base.expert.unit_settings("expert"), f"expert:{f}") for f in families]
+    if multitask:
+        units.append(expert_unit(ref, list(base.held_in), base.multitask.unit_settings("multitask"), "multitask"))
     backend.map(units, store, progress=f"{base.name}: experts")
-    refs = [unit_model(store, unit) for unit in units]
-    return {"base": ref, "experts": dict(zip(base.held_in, refs[:-1], strict=True)), "multitask": refs[-1]}
+    names = [*families, ""] if multitask else families
+    return ref, {name: unit_model(store, unit) for name, unit in zip(names, units, strict=True)}
 
 
 # -- references ---------------------------------------------------------------------------------------
@@ -213,5 +224,6 @@ __all__ = [
     "run_merges",
     "run_study",
     "select_hyperparameters",
+    "smollm2_experts",
     "zoo_models",
 ]

@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from graftkit.errors import RecipeError
+from graftkit.errors import UnknownNameError
+from graftkit.study.engine.study_file import load_study_file
 from graftkit.zoo.train import TrainConfig
 
 CHAT_HELD_IN = (
@@ -146,7 +147,10 @@ class MergeScaleStudy(BaseModel):
         from graftkit.methods import METHODS
 
         for name in value:
-            METHODS.get(METHOD_OF.get(name, name))
+            try:
+                METHODS.get(METHOD_OF.get(name, name))
+            except UnknownNameError as err:
+                raise ValueError(str(err)) from None
         return value
 
     @model_validator(mode="after")
@@ -175,17 +179,4 @@ def load_study(path: Path | None = None, overrides: dict[str, Any] | None = None
     Raises:
         RecipeError: naming the field and what is wrong.
     """
-    import yaml
-
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise RecipeError(f"cannot read study file {str(path)!r}: {err}") from err
-    data.update(overrides or {})
-    try:
-        return MergeScaleStudy.model_validate(data)
-    except ValidationError as err:
-        where = str(path) if path else "the default study"
-        raise RecipeError(f"{where} is not a valid merge-scale study:\n{err}") from err
+    return load_study_file(MergeScaleStudy, path, overrides, what="merge-scale study")

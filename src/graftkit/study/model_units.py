@@ -104,7 +104,8 @@ def evaluate_unit(model: dict[str, str], tasks: list[str], split: str, n: int, l
 def merge_evaluate(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, Any]:
     """Merge by ``inputs["recipe"]`` (paths resolved from ``base`` and ``experts``) and score the result.
 
-    The merged model is built in ``work_dir`` (deleted when the unit completes, so a grid of
+    ``inputs["stats"]`` (optional) lists a statistics folder per expert (``graft stats``), for the
+    data-aware methods. The merged model is built in ``work_dir`` (deleted when the unit completes, so a grid of
     hundreds of merges keeps only their scores) unless ``keep`` is set, then in ``out_dir/model``.
     """
     import graftkit
@@ -112,7 +113,11 @@ def merge_evaluate(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dic
     recipe = dict(inputs["recipe"])
     recipe["base_model"] = inputs["base"]["path"]
     per_expert = recipe.pop("per_expert", {})
-    recipe["models"] = [{"model": e["path"], "parameters": dict(per_expert)} for e in inputs["experts"]]
+    stats = inputs.get("stats") or [None] * len(inputs["experts"])  # statistics folders (fisher, regmean)
+    recipe["models"] = [
+        {"model": e["path"], "parameters": dict(per_expert), **({"stats": s} if s else {})}
+        for e, s in zip(inputs["experts"], stats, strict=True)
+    ]
     target = (out_dir if inputs.get("keep") else work_dir) / MODEL_DIR
     if target.exists():
         shutil.rmtree(target)
