@@ -9,7 +9,7 @@ import pytest
 from graftkit.errors import RecipeError
 from graftkit.study.engine import LocalBackend, UnitStore
 from graftkit.study.merge_scale import candidates, merged_normalised, recipe_of, run_study
-from graftkit.study.merge_scale_report import summarise, tidy_rows, write_outputs
+from graftkit.study.merge_scale_report import combine_results, summarise, tidy_rows, write_outputs
 from graftkit.study.merge_scale_settings import load_study
 
 REFS = {
@@ -54,6 +54,21 @@ def test_summary_averages_seeds_with_an_interval_and_adds_the_multitask_baseline
     assert multitask["method"] == "multitask"
     assert multitask["held_in_normalised"] == pytest.approx((0.8 / 0.8 + 0.3 / 0.4) / 2)
     assert multitask["held_out_normalised"] == pytest.approx(0.6 / 0.5)
+
+
+def test_combined_results_report_every_base_and_refuse_other_grids():
+    one = _result([_merge("ties", 2, 0, 0.4, 0.4, 0.25, 0.0)])
+    two = json.loads(json.dumps(one))
+    two["bases"][0]["spec"]["name"] = "b1"
+    two["study"]["bases"] = [two["bases"][0]["spec"]]
+    combined = combine_results([one, two])
+    assert [b["spec"]["name"] for b in combined["bases"]] == ["b0", "b1"]
+    assert {(s["base"], s["method"]) for s in summarise(combined)} >= {("b0", "ties"), ("b1", "ties")}
+    with pytest.raises(ValueError, match="base names repeat"):
+        combine_results([one, one])
+    two["study"]["seeds"] = [0]
+    with pytest.raises(ValueError, match="differ in seeds"):
+        combine_results([one, two])
 
 
 def test_tidy_rows_carry_reference_and_normalised_score():

@@ -84,3 +84,19 @@ def dare(
 ) -> None:
     """DARE's claims (Yu et al. 2023): drop-rate sweep, DARE vs magnitude, pre-step table, far-moved expert."""
     _run_file_study("graftkit.study.dare", "load_dare_study", study_file, out, backend, address)
+
+
+@app.command("merge-scale-combine")
+def merge_scale_combine(
+    raws: Annotated[list[Path], typer.Argument(help="<name>_raw.json files of merge-scale runs with one grid.")],
+    out: Out = Path("docs/results"),
+    name: Annotated[str, typer.Option(help="Name of the combined outputs.")] = "merge_scale",
+) -> None:
+    """One merge-scale report over several runs (e.g. the SmolLM2 and the zoo study files); runs nothing."""
+    import json
+
+    from graftkit.study.merge_scale_report import combine_results, write_outputs
+
+    result = combine_results([json.loads(p.read_text()) for p in raws])
+    paths = write_outputs(result, out, name=name)
+    typer.echo("written: " + ", ".join(str(p) for p in paths.values()))

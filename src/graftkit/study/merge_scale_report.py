@@ -224,8 +224,35 @@ def write_outputs(result: dict[str, Any], out_dir: Path, name: str = "merge_scal
     payload = {"run_info": info, "study": result["study"], "paper": PAPER, "summary": summary}
     payload["references"] = {e["spec"]["name"]: e["references"] for e in result["bases"]}
     write_text_atomic(paths["json"], json.dumps(payload, indent=2) + "\n")
+    paths["raw"] = out_dir / f"{name}_raw.json"  # run_study's result: input of combine_results
+    write_text_atomic(paths["raw"], json.dumps(result, indent=2) + "\n")
     write_rows(tidy_rows(result), paths["rows"], info)
     for i, path in enumerate(figures(summary, out_dir, name)):
         paths[f"figure{i}"] = path
     write_text_atomic(paths["md"], render(summary, result))
     return paths
+
+
+GRID_FIELDS = ("methods", "n_experts", "seeds", "grids", "n_test", "n_validation", "select_on_seed", "merge_seed")
+
+
+def combine_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several runs' ``<name>_raw.json`` (e.g. the SmolLM2 and the zoo study files),
+    so that one report covers every base without running any unit again.
+
+    Raises:
+        ValueError: the runs differ in their grid (methods, expert counts, seeds, grids, n) or share a base name.
+    """
+    if not results:
+        raise ValueError("combine_results needs at least one result")
+    first = results[0]["study"]
+    for other in results[1:]:
+        differ = [f for f in GRID_FIELDS if other["study"].get(f) != first.get(f)]
+        if differ:
+            raise ValueError(f"cannot combine studies whose grids differ in {', '.join(differ)}")
+    bases = [b for r in results for b in r["bases"]]
+    names = [b["spec"]["name"] for b in bases]
+    if len(set(names)) != len(names):
+        raise ValueError(f"base names repeat across the results: {names}")
+    study = {**first, "bases": [b for r in results for b in r["study"].get("bases", [])]}
+    return {"study": study, "bases": bases}
