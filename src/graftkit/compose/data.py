@@ -65,6 +65,15 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def prompt_mask(batch: dict[str, Tensor]) -> Tensor:
+    """``(B, T)`` mask of the prompt tokens of a :func:`collate` batch: real tokens without a label.
+
+    As ``augment_attention_mask`` it makes a training forward see what encoder-mode decoding sees:
+    anchor position t reads augment positions ≤ t of the prompt only.
+    """
+    return batch["attention_mask"] * (batch["labels"] == -100)
+
+
 def micro_batch(examples: list[Example], index: int, batch_size: int, seed: int) -> list[Example]:
     """The ``index``-th micro-batch of a seeded shuffle, reshuffled each epoch.
 

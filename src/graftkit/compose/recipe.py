@@ -67,6 +67,9 @@ class BridgeRecipe(_Frozen):
     checkpoint_every: PositiveInt = 500
     seed: int = 0
     bf16: bool | Literal["auto"] = "auto"
+    encoder_mode: bool = False
+    """Train for encoder-mode decoding (the paper's ablation): the augments read only the prompt, so
+    every completion position is masked out of the bridge's keys (see :func:`~graftkit.compose.data.prompt_mask`)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str | None = None  # default: cuda if available, else cpu
     progress: bool = True

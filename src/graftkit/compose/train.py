@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from graftkit.compose.data import Example, collate, micro_batch, read_jsonl, tokenize
+from graftkit.compose.data import Example, collate, micro_batch, prompt_mask, read_jsonl, tokenize
 from graftkit.compose.files import MANIFEST, save_bridge
 from graftkit.compose.model import ComposedModel, compose
 from graftkit.compose.params import bridge_param_count
@@ -76,15 +76,26 @@ def uses_bf16(setting: bool | str, device: torch.device) -> bool:
     return bool(setting)
 
 
+def model_batch(examples: list[Example], pad_id: int, encoder_mode: bool = False) -> dict[str, torch.Tensor]:
+    """The composed model's inputs for ``examples``; in encoder mode with the prompt-only augment mask."""
+    batch = collate(examples, pad_id)
+    if encoder_mode:
+        batch["augment_attention_mask"] = prompt_mask(batch)
+    return batch
+
+
 @torch.no_grad()
-def evaluate_loss(model: Any, examples: list[Example], batch_size: int, pad_id: int, autocast: Any) -> float:
+def evaluate_loss(
+    model: Any, examples: list[Example], batch_size: int, pad_id: int, autocast: Any, encoder_mode: bool = False
+) -> float:
     """Mean cross-entropy per completion token over ``examples``."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
-        batch = {k: v.to(device) for k, v in collate(examples[start : start + batch_size], pad_id).items()}
+        batch = model_batch(examples[start : start + batch_size], pad_id, encoder_mode)
+        batch = {k: v.to(device) for k, v in batch.items()}
         n = int((batch["labels"][:, 1:] != -100).sum())
         with autocast():
             total += float(model(**batch).loss) * n
@@ -174,7 +185,8 @@ def train_bridge(config: BridgeRecipe | str | Path | dict, overrides: list[str] 
             t0, tokens, loss_sum = time.perf_counter(), 0, 0.0
             for micro in range(opt_cfg.grad_accum):
                 index = (step * opt_cfg.grad_accum + micro) * world + rank
-                batch = collate(micro_batch(train_set, index, opt_cfg.batch_size, recipe.seed), pad_id)
+                examples = micro_batch(train_set, index, opt_cfg.batch_size, recipe.seed)
+                batch = model_batch(examples, pad_id, recipe.encoder_mode)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with autocast():
                     loss = runner(**batch).loss / opt_cfg.grad_accum
@@ -195,7 +207,9 @@ def train_bridge(config: BridgeRecipe | str | Path | dict, overrides: list[str] 
                 row: dict[str, Any] = {"step": done, "train_loss": loss_sum, "lr": schedule.get_last_lr()[0]}
                 row["tokens_per_s"] = tps
                 if eval_set:
-                    row["eval_loss"] = evaluate_loss(model, eval_set, opt_cfg.batch_size, pad_id, autocast)
+                    row["eval_loss"] = evaluate_loss(
+                        model, eval_set, opt_cfg.batch_size, pad_id, autocast, recipe.encoder_mode
+                    )
                 log.write(json.dumps(row) + "\n")
                 log.flush()
             if is_main and done % recipe.checkpoint_every == 0 and done < opt_cfg.steps:

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from graftkit.study.calm_kv_data import EVAL_SETS, composition_rows, distinct_examples, keys_in, study_tasks
+from graftkit.study.calm_kv_real_settings import CalmKVRealSettings
 from graftkit.study.calm_kv_settings import CalmKVSettings, load_settings
 from graftkit.study.calm_kv_stages import (
     BRIDGES,
@@ -105,7 +106,7 @@ def _versions() -> dict[str, str]:
 
 
 def run_study(
-    settings: CalmKVSettings | None = None,
+    settings: CalmKVSettings | CalmKVRealSettings | None = None,
     *,
     backend: Backend | None = None,
     store: UnitStore | None = None,
@@ -114,8 +115,15 @@ def run_study(
     """Build (or find in ``store``) every model and bridge on ``backend``, then score them here.
 
     ``backend`` defaults to :class:`LocalBackend`, ``store`` to ``UnitStore()`` (under ``$GRAFTKIT_CACHE``).
-    Returns the result dict (see :mod:`graftkit.study.calm_kv_report` for its tables)."""
+    Returns the result dict (see :mod:`graftkit.study.calm_kv_report` for its tables). Real-anchor
+    settings run :func:`graftkit.study.calm_kv_real.run_real_study` instead."""
     import torch
+
+    if isinstance(settings, CalmKVRealSettings):
+        from graftkit.study.calm_kv_real import run_real_study
+        from graftkit.study.calm_kv_real_report import finish
+
+        return finish(run_real_study(settings, backend=backend, store=store, log=log))
 
     from graftkit.compose.files import load_bridge
     from graftkit.compose.params import bridge_param_count

@@ -57,8 +57,14 @@ def markdown_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def render(result: dict[str, Any]) -> Any:
-    """Both tables as one rich renderable (what ``graft study calm-kv`` prints)."""
+    """Both tables as one rich renderable (what ``graft study calm-kv`` prints); a real-anchor result
+    renders as its Markdown report."""
     from rich.console import Group
+
+    if result.get("study") == "calm_kv_real":
+        from graftkit.study.calm_kv_real_report import render as render_real
+
+        return render_real(result)
     from rich.table import Table
 
     tables = []
@@ -80,7 +86,12 @@ def render(result: dict[str, Any]) -> Any:
 
 
 def save_json(result: dict[str, Any], path: str | Path) -> Path:
-    """Write the raw result (settings, parameter counts, times, every score) as JSON."""
+    """Write the raw result (settings, parameter counts, times, every score) as JSON; a real-anchor
+    result also writes its Markdown report beside it (same name, ``.md``)."""
+    if result.get("study") == "calm_kv_real":
+        from graftkit.study.calm_kv_real_report import write_report
+
+        return write_report(result, path)[0]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

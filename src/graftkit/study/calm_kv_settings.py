@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from graftkit.compose.recipe import OptimRecipe, apply_overrides
@@ -80,7 +82,15 @@ class CalmKVSettings(BaseModel):
         )
 
 
-def load_settings(quick: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> CalmKVSettings:
-    """The default (or ``quick``) settings with dotted ``key=value`` overrides (``bridge.steps=800``)."""
+def load_settings(quick: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> CalmKVSettings | Any:
+    """The default (or ``quick``) settings with dotted ``key=value`` overrides (``bridge.steps=800``).
+
+    Overrides that set ``anchor``, ``anchor_path`` or ``file`` select the real-anchor study and return
+    its :class:`~graftkit.study.calm_kv_real_settings.CalmKVRealSettings` instead.
+    """
+    from graftkit.study.calm_kv_real_settings import load_real_settings, wants_real
+
+    if wants_real(overrides):
+        return load_real_settings(quick, overrides)
     base = CalmKVSettings.quick() if quick else CalmKVSettings()
     return CalmKVSettings.model_validate(apply_overrides(base.model_dump(mode="json"), overrides))

@@ -111,8 +111,12 @@ def _model_result(folder: Path) -> dict[str, Any]:
 
 
 def _rows(inputs: dict[str, Any]) -> list[dict[str, str]]:
-    """The training rows that ``kv``, ``instruction``, ``data``, ``n`` and ``seed`` name."""
-    task = kv_tasks(KVConfig(**inputs["kv"]), inputs["instruction"])[inputs["data"]]
+    """The training rows that ``kv``, ``instruction``, ``data``, ``n``, ``seed`` and (optionally)
+    ``render`` (a :data:`~graftkit.study.calm_kv_chat.TASK_SETS` name, default ``plain``) name."""
+    from graftkit.study.calm_kv_chat import TASK_SETS
+
+    tasks = TASK_SETS.get(inputs.get("render", "plain"))(KVConfig(**inputs["kv"]), inputs["instruction"])
+    task = tasks[inputs["data"]]
     return task_rows(task, int(inputs["n"]), int(inputs["seed"]))
 
 
@@ -151,7 +155,8 @@ def bridge(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, A
     """Unit: a bridge from ``augment`` into ``anchor`` (model refs) trained on the rows of :func:`_rows`,
     saved with them into ``out_dir/bridge``.
 
-    Other inputs: ``bridge`` (an :class:`OptimRecipe` dict), ``connections``, ``max_length``, ``threads``.
+    Other inputs: ``bridge`` (an :class:`OptimRecipe` dict), ``connections``, ``max_length``, ``threads``,
+    and optionally ``bf16`` (``auto``), ``encoder_mode`` (False) and ``device`` (``cpu``).
     The bridge trainer writes (and resumes from) its checkpoints in ``work_dir/bridge``; the finished
     folder, checkpoints removed, is moved into ``out_dir`` in one rename.
     """
@@ -176,7 +181,9 @@ def bridge(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, A
         "eval_every": max(1, optim.steps // 10),
         "checkpoint_every": max(1, optim.steps // 4),
         "seed": int(inputs["seed"]),
-        "device": "cpu",
+        "device": inputs.get("device", "cpu"),
+        "bf16": inputs.get("bf16", "auto"),
+        "encoder_mode": bool(inputs.get("encoder_mode", False)),
         "progress": False,
     }
     train_bridge(recipe)
@@ -188,7 +195,8 @@ def bridge(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, A
 def lora(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, Any]:
     """Unit: LoRA of ``rank`` on the ``targets`` of ``anchor`` (``m_B``), merged and saved into ``out_dir/model``.
 
-    The other inputs are a bridge's: the same data (:func:`_rows`), batch order, steps and schedule.
+    The other inputs are a bridge's: the same data (:func:`_rows`), batch order, steps and schedule
+    (``bf16`` and ``device`` too, when given).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -219,10 +227,11 @@ def lora(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, Any
     def batch_at(step: int) -> dict[str, Any]:  # the exact batches train_bridge draws (one process)
         return collate(micro_batch(examples, step, opt.batch_size, seed), tokenizer.pad_token_id)
 
-    stats = train_loop(peft_model, batch_at, config, work_dir=work_dir, progress=False, device="cpu")
+    device, bf16 = inputs.get("device", "cpu"), inputs.get("bf16")
+    stats = train_loop(peft_model, batch_at, config, work_dir=work_dir, progress=False, device=device, bf16=bf16)
     folder = out_dir / "model"
     info = {"stage": "lora", "rank": rank, "trainable": trainable, **stats.model_dump()}
-    save_model(peft_model.merge_and_unload(), tokenizer, folder, info)
+    save_model(peft_model.merge_and_unload().cpu(), tokenizer, folder, info)
     return _model_result(folder)
 
 
