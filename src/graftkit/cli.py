@@ -68,6 +68,8 @@ def merge(
             "--check probes a Hugging Face folder; with --format gguf run `graft convert OUT.gguf -o DIR` "
             "and `graft check DIR ...` afterwards, or merge to safetensors with --check (not --as-lora)."
         )
+    if check:
+        _refuse_check_of_adapters(recipe)
     with heavy_imports():
         from graftkit.merge.api import merge as run
 
@@ -98,6 +100,20 @@ def merge(
         from graftkit.merge.report import check_merged
 
         check_merged(recipe, result)
+
+
+def _refuse_check_of_adapters(recipe: Path) -> None:
+    """--check loads every parent as a model; a LoRA adapter folder is not one, so refuse before merging."""
+    from graftkit.io.lora import is_adapter
+    from graftkit.merge.recipe import parse_recipe
+
+    adapters = [m for m in parse_recipe(recipe).model_paths() if is_adapter(m)]
+    if adapters:
+        raise GraftError(
+            f"--check loads each parent as a full model, and {', '.join(adapters)} is a LoRA adapter folder. "
+            "Merge without --check, then probe the output against the base alone: "
+            "`graft check OUT --against BASE`."
+        )
 
 
 @app.command()

@@ -238,3 +238,16 @@ def test_adapter_errors_before_any_read(tmp_path, base_dir):
     with pytest.raises(GraftError, match="holds both a PEFT adapter"):
         merge(both, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_merge_check_refuses_adapter_parents_before_merging(tmp_path, base_dir):
+    make_adapter(tmp_path / "a", 1, r=2, lora_alpha=2, target_modules=["q_proj"])
+    recipe = tmp_path / "r.yaml"
+    models = [{"model": str(tmp_path / "a")}]
+    recipe.write_text(
+        yaml.safe_dump({"merge_method": "task_arithmetic", "base_model": str(base_dir), "models": models})
+    )
+    result = runner.invoke(app, ["merge", str(recipe), "-o", str(tmp_path / "out"), "--check"])
+    assert isinstance(result.exception, GraftError), result.output
+    assert "LoRA adapter folder" in str(result.exception) and "graft check OUT --against BASE" in str(result.exception)
+    assert not (tmp_path / "out").exists()  # refused before any merge

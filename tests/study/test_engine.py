@@ -243,3 +243,9 @@ def test_plots_write_pngs(tmp_path):
         data = path.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["line.png", "panels.png"]
+
+
+def test_plots_accept_a_bound_that_misses_its_point_by_rounding(tmp_path):
+    # Wilson's upper bound at 64/64 can come out as 0.9999999999999999 < 1.0.
+    series = {"a": [(0.0, 1.0, 0.94, 1.0 - 1e-16), (0.5, 0.8, 0.7, 0.9)]}
+    assert line_plot(series, tmp_path / "p.png", title="t", xlabel="p", ylabel="s").stat().st_size > 0

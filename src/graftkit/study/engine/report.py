@@ -95,8 +95,9 @@ def _draw(ax: Axes, series: Series, hline: float | None, hline_label: str | None
     for name, points in series.items():
         xs = [p[0] for p in points]
         ys = [p[1] for p in points]
-        below = [p[1] - p[2] if p[2] is not None else 0.0 for p in points]
-        above = [p[3] - p[1] if p[3] is not None else 0.0 for p in points]
+        # max(0, ·): an interval bound can miss its point by float rounding (e.g. Wilson's at 100 %)
+        below = [max(0.0, p[1] - p[2]) if p[2] is not None else 0.0 for p in points]
+        above = [max(0.0, p[3] - p[1]) if p[3] is not None else 0.0 for p in points]
         ax.errorbar(xs, ys, yerr=[below, above], marker="o", markersize=4, capsize=3, label=name)
     if hline is not None:
         ax.axhline(hline, linestyle="--", color="grey", linewidth=1, label=hline_label)
