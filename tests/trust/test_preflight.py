@@ -190,7 +190,7 @@ def test_vocab_mismatch_names_both_sizes_and_suggests_alignment(tmp_path):
         validate_recipe(recipe(tmp_path / "r.yaml", "task_arithmetic", [tmp_path / "big"], tmp_path / "base"))
     msg = str(err.value)
     assert EMBED in msg and "vocabulary size 96 vs 100" in msg and "tokenizer" in msg
-    assert "resize_token_embeddings" in msg
+    assert "`tokenizer: {source: union}`" in msg  # the fix the preflight suggests (tokenizer alignment)
 
 
 @pytest.mark.parametrize(
