@@ -24,7 +24,7 @@ from graftkit.study.dare_units import STATS_DIR, histogram_unit, stats_unit
 from graftkit.study.engine import Backend, LocalBackend, UnitStore
 from graftkit.study.merge_scale import build_models, smollm2_experts
 from graftkit.study.merge_scale_settings import PER_EXPERT
-from graftkit.study.model_units import evaluate_unit, expert_unit, merge_unit, model_ref
+from graftkit.study.model_units import evaluate_unit, merge_unit, model_ref
 
 Log = Callable[[str], object]
 DATA_AWARE = {"fisher", "regmean"}
@@ -63,15 +63,8 @@ def _far_ref(study: DareStudy, backend: Backend, store: UnitStore, log: Log) -> 
         override = {**(base.zoo_expert or {}), "lr": far.lr, **({"steps": far.steps} if far.steps else {})}
         spec = base.model_copy(update={"held_in": (far.family,), "zoo_expert": override})
         return build_models(spec, backend, store, log)["experts"][far.family]
-    from graftkit.study.engine import Unit
-    from graftkit.study.model_units import unit_model
-    from graftkit.zoo.smollm2 import import_smollm2
-
-    unit: Unit = expert_unit(
-        model_ref(import_smollm2(log=log)), [far.family], study.far_training().unit_settings("expert"), "far"
-    )
-    backend.map([unit], store, progress=f"{base.name}: far-moved expert")
-    return unit_model(store, unit)
+    spec = base.model_copy(update={"expert": study.far_training()})  # same unit as any expert, another lr
+    return smollm2_experts(spec, [far.family], backend, store, log)[1][far.family]
 
 
 # -- units --------------------------------------------------------------------------------------------
