@@ -52,8 +52,7 @@ def write_rows(rows: Sequence[Mapping[str, Any]], path: Path, info: Mapping[str,
     None value is an empty cell, and a list or dict cell holds its JSON.
     """
     path = Path(path)
-    payload = {"run_info": dict(info), "rows": [dict(row) for row in rows]}
-    write_text_atomic(path, json.dumps(payload, indent=2, default=json_default) + "\n")
+    write_text_atomic(path, _rows_json(rows, info))
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -61,6 +60,13 @@ def write_rows(rows: Sequence[Mapping[str, Any]], path: Path, info: Mapping[str,
     for row in rows:
         writer.writerow([_cell(row.get(column)) for column in columns])
     write_text_atomic(path.with_suffix(".csv"), buffer.getvalue())
+
+
+def _rows_json(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> str:
+    """The rows file's JSON with one compact row per line: a grid's rows stay small enough to commit."""
+    lines = [json.dumps(dict(row), separators=(",", ":"), default=json_default) for row in rows]
+    head = json.dumps(dict(info), indent=2, default=json_default)
+    return '{"run_info": ' + head + ',\n"rows": [\n' + ",\n".join(lines) + "\n]}\n"
 
 
 def mean_ci(values: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
