@@ -20,14 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from graftkit.study.dare_settings import SPARSIFIER_METHOD, DareStudy
-from graftkit.study.dare_units import STATS_DIR, histogram_unit, stats_unit
+from graftkit.study.dare_units import histogram_unit
 from graftkit.study.engine import Backend, LocalBackend, UnitStore
 from graftkit.study.merge_scale import build_models, smollm2_experts
 from graftkit.study.merge_scale_settings import PER_EXPERT
-from graftkit.study.model_units import evaluate_unit, merge_unit, model_ref
+from graftkit.study.model_units import STATS_DIR, evaluate_unit, merge_unit, model_ref, needs_stats, stats_unit
 
 Log = Callable[[str], object]
-DATA_AWARE = {"fisher", "regmean"}
 
 
 def experts_of(study: DareStudy, backend: Backend, store: UnitStore, log: Log) -> dict[str, Any]:
@@ -174,13 +173,13 @@ def _run_prestep(study: DareStudy, base_ref, experts, backend: Backend, store: U
     pre = study.prestep
     refs = [experts[f]["ref"] for f in pre.experts]
     stats = None
-    if DATA_AWARE & set(pre.methods):
+    if any(needs_stats(m) for m in pre.methods):
         units = [stats_unit(experts[f]["ref"], f, pre.stats_n, f"stats:{f}") for f in pre.experts]
         backend.map(units, store, progress=f"{study.base.name}: Fisher/RegMean statistics")
         stats = [str(store.path(u) / STATS_DIR) for u in units]
     jobs, meta = [], []
     for method, with_dare in itertools.product(pre.methods, (False, True)):
-        extra = {"bf16": study.base.eval_bf16} | ({"stats": stats} if method in DATA_AWARE else {})
+        extra = {"bf16": study.base.eval_bf16} | ({"stats": stats} if needs_stats(method) else {})
         recipe = prestep_recipe(study, method, with_dare)
         label = f"prestep {method} dare={with_dare}"
         jobs.append(merge_unit(base_ref, refs, recipe, list(pre.experts), "test", study.n_test, label, **extra))

@@ -1,7 +1,8 @@
-"""Study units of the DARE study: an expert's statistics pass and its |delta| histogram.
+"""Study units of the DARE study: an expert's |delta| histogram (the statistics pass is shared:
+:func:`graftkit.study.model_units.stats_unit`).
 
-Both have the engine's unit signature ``fn(inputs, out_dir, work_dir) -> dict``
-(:mod:`graftkit.study.engine.units`), so they are cached by their inputs and run locally or on Ray.
+It has the engine's unit signature ``fn(inputs, out_dir, work_dir) -> dict``
+(:mod:`graftkit.study.engine.units`), so it is cached by their inputs and run locally or on Ray.
 """
 
 from __future__ import annotations
@@ -12,23 +13,6 @@ from typing import Any
 from graftkit.study.engine import Unit
 
 MODULE = "graftkit.study.dare_units"
-STATS_DIR = "stats"
-
-
-def expert_stats(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, Any]:
-    """Fisher and RegMean statistics of ``inputs["model"]`` on ``inputs["task"]`` (``n`` train examples),
-    written into ``out_dir/stats`` (:func:`graftkit.stats.run.compute_stats`)."""
-    import torch
-
-    from graftkit.stats.run import compute_stats
-
-    torch.set_num_threads(int(inputs.get("threads", 2)))
-    compute_stats(inputs["model"]["path"], out_dir / STATS_DIR, task=inputs["task"], n=int(inputs["n"]))
-    return {"stats": STATS_DIR}
-
-
-def stats_unit(model: dict[str, str], task: str, n: int, label: str) -> Unit:
-    return Unit(f"{MODULE}:expert_stats", {"model": model, "task": task, "n": n}, label)
 
 
 def delta_histogram(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, Any]:

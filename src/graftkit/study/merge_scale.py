@@ -23,7 +23,17 @@ from typing import Any
 from graftkit.evaluate.stats import mean_defined, normalised
 from graftkit.study.engine import Backend, LocalBackend, Unit, UnitStore, pick_subsets
 from graftkit.study.merge_scale_settings import METHOD_OF, PER_EXPERT, BaseSpec, MergeScaleStudy
-from graftkit.study.model_units import MODULE, evaluate_unit, expert_unit, merge_unit, model_ref, unit_model
+from graftkit.study.model_units import (
+    MODULE,
+    STATS_DIR,
+    evaluate_unit,
+    expert_unit,
+    merge_unit,
+    model_ref,
+    needs_stats,
+    stats_unit,
+    unit_model,
+)
 
 Log = Callable[[str], object]
 
@@ -113,6 +123,19 @@ def reference_scores(
     return out
 
 
+def expert_statistics(
+    base: BaseSpec, models: dict[str, Any], study: MergeScaleStudy, backend: Backend, store: UnitStore
+) -> dict[str, str]:
+    """``{family: statistics folder}`` of every expert (``graft stats`` on ``stats_n`` examples of its own
+    task), computed only when a study method weighs experts by statistics (Fisher, RegMean); else ``{}``."""
+    if not any(needs_stats(METHOD_OF.get(m, m)) for m in study.methods):
+        return {}
+    families = list(base.held_in)
+    units = [stats_unit(models["experts"][f], f, study.stats_n, f"stats:{f}") for f in families]
+    backend.map(units, store, progress=f"{base.name}: Fisher/RegMean statistics")
+    return {f: str(store.path(u) / STATS_DIR) for f, u in zip(families, units, strict=True)}
+
+
 # -- merges -------------------------------------------------------------------------------------------
 def candidates(study: MergeScaleStudy, method: str) -> list[dict[str, float]]:
     """Every hyperparameter setting of ``method``'s grid, in grid order (``[{}]`` when it has none)."""
@@ -134,7 +157,10 @@ def recipe_of(method: str, hyper: dict[str, float], seed: int) -> dict[str, Any]
 def _merge_units(base, models, study, method, subset, hyper, split, tasks, n, label) -> Unit:
     experts = [models["experts"][f] for f in subset]
     recipe = recipe_of(method, hyper, study.merge_seed)
-    return merge_unit(models["base"], experts, recipe, tasks, split, n, label, bf16=base.eval_bf16)
+    extra: dict[str, Any] = {"bf16": base.eval_bf16}
+    if needs_stats(recipe["merge_method"]):
+        extra["stats"] = [models["stats"][f] for f in subset]
+    return merge_unit(models["base"], experts, recipe, tasks, split, n, label, **extra)
 
 
 def select_hyperparameters(base, models, study, backend, store, subsets) -> dict[tuple[str, int], dict[str, float]]:
@@ -182,6 +208,7 @@ def run_base(base: BaseSpec, study: MergeScaleStudy, backend: Backend, store: Un
     """Everything of one base: models, reference scores, chosen hyperparameters, merged scores."""
     log(f"[bold]{base.name}[/]: models")
     models = build_models(base, backend, store, log)
+    models["stats"] = expert_statistics(base, models, study, backend, store)
     log(f"[bold]{base.name}[/]: scoring base, experts, multitask")
     refs = reference_scores(base, models, study, backend, store)
     subsets = {k: pick_subsets(list(base.held_in), k, study.seeds) for k in study.n_experts}
@@ -217,6 +244,7 @@ __all__ = [
     "MODULE",
     "build_models",
     "candidates",
+    "expert_statistics",
     "merged_normalised",
     "recipe_of",
     "reference_scores",

@@ -38,6 +38,8 @@ DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
     "task_arithmetic": {"lambda": [0.5, 1.0]},
     "ties": {"lambda": [1.0], "density": [0.2, 0.5]},
     "dare_ties": {"lambda": [1.0], "density": [0.2, 0.5]},
+    "fisher": {},
+    "regmean": {"alpha": [0.5, 0.9]},
 }
 """The hyperparameter grid per method, searched on the validation split (held-in tasks)."""
 
@@ -130,7 +132,7 @@ class MergeScaleStudy(BaseModel):
 
     name: str = "merge_scale"
     bases: tuple[BaseSpec, ...] = (BaseSpec(name="smollm2-it", source="smollm2"),)
-    methods: tuple[str, ...] = ("average", "task_arithmetic", "ties", "dare_ties")
+    methods: tuple[str, ...] = ("average", "task_arithmetic", "ties", "dare_ties", "fisher", "regmean")
     n_experts: tuple[int, ...] = (2, 4, 6, 8)
     seeds: tuple[int, ...] = (0, 1, 2)
     grids: dict[str, dict[str, list[float]]] = Field(default_factory=lambda: dict(DEFAULT_GRIDS))
@@ -140,6 +142,9 @@ class MergeScaleStudy(BaseModel):
         0, description="choose hyperparameters on this seed's expert subset and reuse them (None: per seed)"
     )
     merge_seed: int = 0
+    stats_n: int = Field(
+        64, ge=1, description="examples of each expert's own task for its Fisher/RegMean statistics (graft stats)"
+    )
 
     @field_validator("methods")
     @classmethod

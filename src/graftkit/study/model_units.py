@@ -22,6 +22,7 @@ from graftkit.zoo.cache import weights_hash
 
 MODULE = "graftkit.study.model_units"
 MODEL_DIR = "model"
+STATS_DIR = "stats"
 
 
 def unit_model(store: UnitStore, unit: Unit) -> dict[str, str]:
@@ -141,3 +142,28 @@ def merge_unit(
     """The :func:`merge_evaluate` unit; ``recipe`` holds ``merge_method``, ``parameters``, ``per_expert``, ``seed``."""
     inputs = {"base": base, "experts": experts, "recipe": recipe, "tasks": list(tasks), "split": split, "n": n}
     return Unit(f"{MODULE}:merge_evaluate", {**inputs, **extra}, label)
+
+
+# -- statistics (Fisher, RegMean) ---------------------------------------------------------------------
+def expert_stats(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, Any]:
+    """Fisher and RegMean statistics of ``inputs["model"]`` on ``inputs["task"]`` (``n`` train examples),
+    written into ``out_dir/stats`` (:func:`graftkit.stats.run.compute_stats`)."""
+    import torch
+
+    from graftkit.stats.run import compute_stats
+
+    torch.set_num_threads(int(inputs.get("threads", 2)))
+    compute_stats(inputs["model"]["path"], out_dir / STATS_DIR, task=inputs["task"], n=int(inputs["n"]))
+    return {"stats": STATS_DIR}
+
+
+def needs_stats(method: str) -> bool:
+    """Whether the registered merge ``method`` weighs experts by statistics (Fisher, RegMean)."""
+    from graftkit.methods import METHODS
+
+    return METHODS.get(method).needs_stats is not None
+
+
+def stats_unit(model: dict[str, str], task: str, n: int, label: str) -> Unit:
+    """The :func:`expert_stats` unit; its folder is ``store.path(unit) / STATS_DIR`` once it has run."""
+    return Unit(f"{MODULE}:expert_stats", {"model": model, "task": task, "n": n}, label)
