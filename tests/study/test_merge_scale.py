@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +69,26 @@ def test_combined_results_report_every_base_and_refuse_other_grids():
         combine_results([one, one])
     two["study"]["seeds"] = [0]
     with pytest.raises(ValueError, match="differ in seeds"):
+        combine_results([one, two])
+
+
+def test_combined_runs_may_merge_different_methods_and_report_the_best_per_base(tmp_path):
+    """A SmolLM2 run with RegMean beside a zoo run without it: both combine, the study lists every
+    method once, the report names each base's methods and the best method per (base, experts)."""
+    one = _result([_merge("ties", 2, 0, 0.4, 0.4, 0.25, 0.0), _merge("regmean", 2, 0, 0.8, 0.4, 0.5, 0.0)])
+    one["study"] |= {"methods": ["ties", "regmean"], "grids": {"ties": {"lambda": [1.0]}, "regmean": {"alpha": [0.9]}}}
+    two = _result([_merge("ties", 2, 0, 0.2, 0.2, 0.25, 0.0)])
+    two["study"] |= {"grids": {"ties": {"lambda": [1.0]}}}
+    two["bases"][0]["spec"]["name"] = "zoo"
+    combined = combine_results([one, two])
+    assert combined["study"]["methods"] == ["ties", "regmean"]
+    assert combined["study"]["methods_per_base"] == {"b0": ["ties", "regmean"], "zoo": ["ties"]}
+    report = write_outputs(combined, tmp_path)["md"].read_text()
+    assert "- zoo: ties" in report
+    best = report.split("## Best method per base and expert count")[1].split("##")[0]
+    assert "| b0 | 2 | regmean | 1.00 |" in best and "| zoo | 2 | ties | 0.38 |" in best  # (0.2/0.8 + 0.2/0.4) / 2
+    two["study"]["grids"] = {"ties": {"lambda": [0.5]}}
+    with pytest.raises(ValueError, match="grids differ for method 'ties'"):
         combine_results([one, two])
 
 
@@ -143,3 +164,27 @@ def test_tiny_grid_runs_caches_and_reports(tiny_family, tiny_base, tmp_path, mon
     assert sum(r["model"] == "merged" for r in rows) == sum(len(m["scores"]) for m in merges)
     assert paths["rows"].with_suffix(".csv").exists()
     assert "Beside the paper" in paths["md"].read_text()
+
+
+def test_data_aware_methods_get_each_merged_experts_statistics(tiny_family, tiny_base, tmp_path, monkeypatch):
+    """RegMean in the grid: one statistics pass per expert, and each merge is given exactly the
+    statistics of the experts it merges, in their order (average gets none)."""
+    monkeypatch.setenv("GRAFTKIT_CACHE", str(tmp_path / "cache"))
+    overrides = {"bases": [tiny_base], "methods": ["average", "regmean"], "n_experts": [2], "seeds": [0, 1]}
+    study = load_study(overrides={**overrides, "grids": {"regmean": {"alpha": [0.5]}}, "n_test": 2} | {"stats_n": 4})
+    store = UnitStore(tmp_path / "cache")
+    result = run_study(study, backend=LocalBackend(), store=store, log=lambda *_: None)
+    stats = result["bases"][0]["models"]["stats"]
+    assert set(stats) == set(tiny_base["held_in"])
+    assert all((Path(folder) / "regmean.safetensors").exists() for folder in stats.values())
+
+    records = [json.loads(p.read_text()) for p in store.dir.glob("merge_evaluate-*/result.json")]
+    by_method: dict[str, list[dict]] = {}
+    for record in records:
+        by_method.setdefault(record["unit"]["inputs"]["recipe"]["merge_method"], []).append(record["unit"]["inputs"])
+    subsets = {tuple(m["experts"]) for m in result["bases"][0]["merges"]}
+    assert len(by_method["regmean"]) == len(by_method["linear"]) == len(subsets)
+    for inputs in by_method["regmean"]:
+        families = [next(f for f, p in tiny_base["experts"].items() if p == e["path"]) for e in inputs["experts"]]
+        assert inputs["stats"] == [stats[f] for f in families]
+    assert all("stats" not in inputs for inputs in by_method["linear"])

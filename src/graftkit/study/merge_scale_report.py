@@ -172,14 +172,43 @@ def render(summary: list[dict[str, Any]], result: dict[str, Any]) -> str:
         "",
         f"Methods {', '.join(study['methods'])}; experts merged {study['n_experts']}; seeds {study['seeds']}; "
         f"n = {study['n_test']} test and {study['n_validation']} validation examples per task.",
+        *_methods_per_base(study),
         "",
         markdown_table(headers, rows),
+        "",
+        "## Best method per base and expert count",
+        "",
+        _best_table(summary),
         "",
         "## Beside the paper",
         "",
         _paper_table(summary),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _methods_per_base(study: dict[str, Any]) -> list[str]:
+    per_base = study.get("methods_per_base") or {}
+    if len({tuple(m) for m in per_base.values()}) <= 1:
+        return []
+    return ["", *(f"- {base}: {', '.join(methods)}" for base, methods in per_base.items())]
+
+
+def _best_table(summary: list[dict[str, Any]]) -> str:
+    """The method with the highest mean normalised held-in score per (base, experts merged)."""
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    for s in summary:
+        if s["method"] == "multitask" or s["held_in_normalised"] is None:
+            continue
+        key = (s["base"], s["n_experts"])
+        if key not in best or s["held_in_normalised"] > best[key]["held_in_normalised"]:
+            best[key] = s
+    rows = [
+        [base, k, s["method"], s["held_in_normalised"], _interval(s["held_in_normalised_ci"]), s["held_out_normalised"]]
+        for (base, k), s in best.items()
+    ]
+    headers = ["base", "experts", "best method", "held-in norm.", "95 % CI", "held-out norm."]
+    return markdown_table(headers, rows)
 
 
 def _paper_table(summary: list[dict[str, Any]]) -> str:
@@ -233,15 +262,20 @@ def write_outputs(result: dict[str, Any], out_dir: Path, name: str = "merge_scal
     return paths
 
 
-GRID_FIELDS = ("methods", "n_experts", "seeds", "grids", "n_test", "n_validation", "select_on_seed", "merge_seed")
+GRID_FIELDS = ("n_experts", "seeds", "n_test", "n_validation", "select_on_seed", "merge_seed")
+"""Fields every combined run must share; methods may differ per run (a shared method must share its grid)."""
 
 
 def combine_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One result from several runs' ``<name>_raw.json`` (e.g. the SmolLM2 and the zoo study files),
     so that one report covers every base without running any unit again.
 
+    Runs may merge different methods (the report says which base ran which); the combined study lists
+    every method once, in first-seen order.
+
     Raises:
-        ValueError: the runs differ in their grid (methods, expert counts, seeds, grids, n) or share a base name.
+        ValueError: the runs differ in expert counts, seeds, n or seed choice, give one method two grids,
+            or share a base name.
     """
     if not results:
         raise ValueError("combine_results needs at least one result")
@@ -254,5 +288,19 @@ def combine_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     names = [b["spec"]["name"] for b in bases]
     if len(set(names)) != len(names):
         raise ValueError(f"base names repeat across the results: {names}")
-    study = {**first, "bases": [b for r in results for b in r["study"].get("bases", [])]}
+    methods = list(dict.fromkeys(m for r in results for m in r["study"]["methods"]))
+    study = {**first, "methods": methods, "grids": _combined_grids(results)}
+    study["bases"] = [b for r in results for b in r["study"].get("bases", [])]
+    study["methods_per_base"] = {b["spec"]["name"]: list(r["study"]["methods"]) for r in results for b in r["bases"]}
     return {"study": study, "bases": bases}
+
+
+def _combined_grids(results: list[dict[str, Any]]) -> dict[str, Any]:
+    grids: dict[str, Any] = {}
+    for result in results:
+        for method in result["study"]["methods"]:
+            grid = result["study"].get("grids", {}).get(method)
+            if method in grids and grids[method] != grid:
+                raise ValueError(f"cannot combine studies whose grids differ for method {method!r}")
+            grids[method] = grid
+    return grids
