@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from graftkit.evaluate.stats import wilson_interval
+from graftkit.study.dare_claims import CLAIM_RULES, claim_rows
 from graftkit.study.engine import line_plot, markdown_table, panel_plot, run_info, write_rows
 from graftkit.study.engine._files import write_text_atomic
 
@@ -190,9 +191,17 @@ def render(result: dict[str, Any], sweep, prestep, diag) -> str:
         "## Applicability diagnostic",
         "",
         markdown_table(["expert", "mean abs delta", "share > 0.002", "share > 0.005", "DARE applicable"], dia),
-        "## The paper's claims",
+        "## The paper's claims beside ours",
         "",
-        *(f"- {key}: {claim}" for key, claim in PAPER.items() if key != "source"),
+        markdown_table(
+            ["claim", "paper", "ours", "verdict"],
+            [
+                [c["claim"], c["paper"], c["ours"], c["verdict"]]
+                for c in claim_rows(sweep, prestep, result["experts"], PAPER)
+            ],
+        ),
+        "",
+        f"Verdict rules: {CLAIM_RULES}",
         "",
         f"Paper: {PAPER['source']}.",
     ]
@@ -227,6 +236,10 @@ def _bin_centres(edges: list[float]) -> list[float]:
     return [edges[0] / 10**0.25, *inner, edges[-1] * 10**0.25]
 
 
+def _base(result: dict[str, Any]) -> dict[str, float]:
+    return (result.get("base_scores") or {}).get("scores", {})
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -243,6 +256,7 @@ def write_outputs(result: dict[str, Any], out_dir: Path, name: str = "dare") -> 
     paths = {"json": out_dir / f"{name}.json", "rows": out_dir / f"{name}_rows.json", "md": out_dir / f"{name}.md"}
     payload = {"run_info": info, "study": result["study"], "paper": PAPER, "experts": result["experts"]}
     payload |= {"sweep": sweep, "prestep": prestep, "diagnostic": diag, "base_scores": result["base_scores"]}
+    payload["claims"] = claim_rows(sweep, prestep, result["experts"], PAPER, _base(result))
     write_text_atomic(paths["json"], json.dumps(payload, indent=2) + "\n")
     write_rows(tidy_rows(result), paths["rows"], info)
     for i, path in enumerate(figures(result, sweep, out_dir, name)):
