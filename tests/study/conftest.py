@@ -58,3 +58,11 @@ def tiny_base(tiny_family):
         "multitask_path": str(tiny_family["multitask"]),
         "eval_bf16": False,
     }
+
+
+@pytest.fixture(scope="session")
+def bpe_anchor(tmp_path_factory):
+    """A stand-in for SmolLM2 (see ``tiny_bpe_anchor.py``): a tiny Llama over a tiny byte-level BPE, saved once."""
+    from tiny_bpe_anchor import save_tiny_anchor
+
+    return save_tiny_anchor(tmp_path_factory.mktemp("tiny_anchor") / "anchor")

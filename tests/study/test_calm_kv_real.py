@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tiny_bpe_anchor import save_tiny_anchor, tiny_bpe_tokenizer
+from tiny_bpe_anchor import run_tiny_study, tiny_bpe_tokenizer
 
 from graftkit.errors import RecipeError
 from graftkit.study.calm_kv import load_settings, run_study
@@ -28,19 +28,9 @@ STUDY_FILE = Path(__file__).resolve().parents[2] / "studies" / "calm_kv_real.yam
 
 
 @pytest.fixture(scope="module")
-def anchor(tmp_path_factory):
-    return save_tiny_anchor(tmp_path_factory.mktemp("tiny_anchor") / "anchor")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(anchor, tmp_path_factory):
+def tiny_run(bpe_anchor, tmp_path_factory):
     """The quick real study on the stand-in anchor, into a fresh store under ``$GRAFTKIT_CACHE``."""
-    root = tmp_path_factory.mktemp("calm_kv_real_cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GRAFTKIT_CACHE", str(root))
-        settings = load_settings(quick=True, overrides=[f"anchor_path={anchor}"])
-        result = run_study(settings, backend=LocalBackend(), store=UnitStore(root))
-    return settings, result, root
+    return run_tiny_study(tmp_path_factory, bpe_anchor, load_settings, run_study)
 
 
 # -- settings -----------------------------------------------------------------------------------------
@@ -116,10 +106,10 @@ def test_precheck_pairs_are_token_aligned():
         assert int(answer) == eval(oracle)  # noqa: S307 - digits and + - only
 
 
-def test_patching_moves_the_loss_only_where_later_blocks_can_read(anchor):
+def test_patching_moves_the_loss_only_where_later_blocks_can_read(bpe_anchor):
     from graftkit.zoo.train import load_model
 
-    model, tokenizer = load_model(anchor)
+    model, tokenizer = load_model(bpe_anchor)
     examples = patch_examples(CalmKVRealSettings.quick().kv(0), "Evaluate {expression}", tokenizer, 4)
     out = patching_losses(model.eval(), examples, [0, 7], ["operands", "expression"], tokenizer.pad_token_id)
     assert out["key"] != out["oracle"]
@@ -172,7 +162,7 @@ def test_bridges_train_on_chat_composition_rows_and_encoder_mode(tiny_run):
     assert cfg["vocab_size"] == len(tiny_bpe_tokenizer()) and cfg["num_hidden_layers"] == 8
 
 
-def test_report_and_cli_rerun_from_the_cache(tiny_run, anchor, tmp_path, monkeypatch):
+def test_report_and_cli_rerun_from_the_cache(tiny_run, bpe_anchor, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import graftkit.study.engine.units as units_module
@@ -185,15 +175,15 @@ def test_report_and_cli_rerun_from_the_cache(tiny_run, anchor, tmp_path, monkeyp
     monkeypatch.setenv("GRAFTKIT_CACHE", str(root))
     monkeypatch.setattr(units_module, "resolve", lambda fn: pytest.fail(f"unit {fn} ran again"))
     out = tmp_path / "cli.json"
-    run = CliRunner().invoke(app, ["calm-kv", "--quick", f"anchor_path={anchor}", "--json", str(out)])
+    run = CliRunner().invoke(app, ["calm-kv", "--quick", f"anchor_path={bpe_anchor}", "--json", str(out)])
     assert run.exit_code == 0, run.output
     again = json.loads(out.read_text())
     assert again["table1"] == result["table1"] and out.with_suffix(".md").is_file()
     assert json.loads(json_path.read_text())["table1"] == result["table1"]
 
 
-def test_precheck_only_builds_only_m_b(anchor, tmp_path):
-    settings = CalmKVRealSettings.quick(anchor_path=anchor, precheck_only=True)
+def test_precheck_only_builds_only_m_b(bpe_anchor, tmp_path):
+    settings = CalmKVRealSettings.quick(anchor_path=bpe_anchor, precheck_only=True)
     result = run_study(settings, backend=LocalBackend(), store=UnitStore(tmp_path))
     assert "scores" not in result and set(result["precheck"]["patched"]) == {"operands", "expression"}
     folders = sorted(

@@ -8,7 +8,9 @@ the tokenizer itself.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -66,3 +68,20 @@ def save_tiny_anchor(folder: Path, layers: int = 8, hidden: int = 32) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def run_tiny_study(
+    tmp_path_factory: Any, anchor: Path, load: Callable[..., Any], run: Callable[..., dict[str, Any]]
+) -> tuple[Any, dict[str, Any], Path]:
+    """The quick settings of ``load`` over ``anchor``, ``run`` into a fresh store under ``$GRAFTKIT_CACHE``:
+    (settings, result, store root)."""
+    import pytest
+
+    from graftkit.study.engine import LocalBackend, UnitStore
+
+    root = tmp_path_factory.mktemp("study_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRAFTKIT_CACHE", str(root))
+        settings = load(quick=True, overrides=[f"anchor_path={anchor}"])
+        result = run(settings, backend=LocalBackend(), store=UnitStore(root))
+    return settings, result, root

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from graftkit.registry import Registry
@@ -58,3 +58,15 @@ TASK_SETS: Registry[Callable[[KVConfig, str], dict[str, Any]]] = Registry("KV pr
 character-level models; its text is the instruction) or ``chat`` (its text is the question)."""
 TASK_SETS.add("plain", kv_tasks)
 TASK_SETS.add("chat", chat_kv_tasks)
+
+
+def datasets_of(spec: Mapping[str, Any], text: str, render: str = "chat") -> dict[str, Any]:
+    """The datasets that unit inputs name, by dataset name: the language study's (``spec["lang"]``, a
+    :class:`~graftkit.study.calm_lang_data.LangConfig` dict, asked as the question ``text``) or the
+    key-value study's (``spec["kv"]``, a :class:`KVConfig` dict, written in the :data:`TASK_SETS` style
+    ``render`` with ``text`` as its question or instruction)."""
+    if "lang" in spec:
+        from graftkit.study.calm_lang_data import LangConfig, lang_tasks
+
+        return dict(lang_tasks(LangConfig(**spec["lang"]), text))
+    return TASK_SETS.get(render)(KVConfig(**spec["kv"]), text)

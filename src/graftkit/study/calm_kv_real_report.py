@@ -9,6 +9,7 @@ in %, the mean over seeds; ``table1_ci`` holds the 95% t-intervals, ``paper_tabl
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +34,27 @@ def finish(result: dict[str, Any]) -> dict[str, Any]:
     """``result`` with ``table1``, ``table1_ci``, ``paper_table1``, ``ablations`` and ``seconds_total``
     (a pre-check-only result gains only ``paper_table1``)."""
     out = {**result, "paper_table1": PAPER_TABLE1}
-    if "scores" not in result:
-        return out
+    return out | summary(result, TABLE1_DATA, ABLATION_SETS) if "scores" in result else out
+
+
+def summary(result: dict[str, Any], table_data: dict[str, str], ablation_sets: Sequence[str]) -> dict[str, Any]:
+    """A scored result's summary entries: ``table1`` (``table_data``'s rows → ``{m_A, m_B, calm}``, the mean
+    over seeds in %), ``table1_ci`` (their 95% t-intervals), ``ablations`` (every other row on
+    ``ablation_sets``) and ``seconds_total``."""
     scores = result["scores"]
-    out["table1"] = {
-        row: {c: scores[label][d]["mean"] for c, label in COLUMNS.items()} for row, d in TABLE1_DATA.items()
-    }
-    out["table1_ci"] = {
+    table1 = {row: {c: scores[label][d]["mean"] for c, label in COLUMNS.items()} for row, d in table_data.items()}
+    table1_ci = {
         row: {c: [scores[label][d]["low"], scores[label][d]["high"]] for c, label in COLUMNS.items()}
-        for row, d in TABLE1_DATA.items()
+        for row, d in table_data.items()
     }
-    out["ablations"] = {
-        row: {d: scores[row][d]["mean"] for d in ABLATION_SETS} for row in scores if row not in ("m_A", "m_B")
-    }
-    out["seconds_total"] = round(sum(v for per in result["seconds"].values() for v in per.values()), 1)
-    return out
+    others = [row for row in scores if row not in ("m_A", "m_B")]
+    ablations = {row: {d: scores[row][d]["mean"] for d in ablation_sets} for row in others}
+    total = round(sum(v for per in result["seconds"].values() for v in per.values()), 1)
+    return {"table1": table1, "table1_ci": table1_ci, "ablations": ablations, "seconds_total": total}
 
 
-def _cell(score: dict[str, Any]) -> str:
+def cell(score: dict[str, Any]) -> str:
+    """``mean [low, high]`` of one score over seeds."""
     return f"{score['mean']:.1f} [{score['low']:.1f}, {score['high']:.1f}]"
 
 
@@ -59,7 +63,7 @@ def _table1_rows(result: dict[str, Any]) -> list[list[str]]:
     paper = {d: PAPER_TABLE1[row] for row, d in TABLE1_DATA.items()}
     rows = []
     for data, name in NAMES.items():
-        ours = [_cell(scores[label][data]) for label in COLUMNS.values()]
+        ours = [cell(scores[label][data]) for label in COLUMNS.values()]
         theirs = [f"{paper[data][c]:.1f}" if data in paper else "–" for c in COLUMNS]
         rows.append([name, str(n[data]), *ours, *theirs])
     return rows
@@ -114,27 +118,42 @@ def markdown(result: dict[str, Any]) -> str:
         seeds = ", ".join(map(str, result["seeds"]))
         lines += [f"Exact match %, mean over seeds {seeds} [95% t-interval]; n: test examples per dataset.", ""]
         head = ["Dataset", "n", "m_A", "m_B", "CALM", "paper m_A", "paper m_B", "paper CALM"]
-        lines += [markdown_table(head, _table1_rows(result)), "", "## Ablations", ""]
-        abl = [[row, *(_cell(result["scores"][row][d]) for d in ABLATION_SETS)] for row in result["ablations"]]
-        lines += [markdown_table(["Variant", *(NAMES[d] for d in ABLATION_SETS)], abl), ""]
-        params = result["params"]
-        lines += [f"Parameters: {json.dumps(params)}.", "", "## Seconds per stage", ""]
-        times = [[k, *(f"{per.get(str(s), 0.0):.1f}" for s in result["seeds"])] for k, per in result["seconds"].items()]
-        lines += [markdown_table(["Stage", *(f"seed {s}" for s in result["seeds"])], times), ""]
-        lines += [f"Total: {result['seconds_total']} s.", ""]
+        lines += [markdown_table(head, _table1_rows(result)), ""]
+        lines += ablation_lines(result, {d: NAMES[d] for d in ABLATION_SETS}) + run_lines(result)
     lines += ["## Anchor pre-check (activation patching)", "", precheck_markdown(result["precheck"]), ""]
     lines += ["## Deviations from the paper", "", *(f"- {d}" for d in deviations(result["settings"])), ""]
-    lines += ["## Settings", "", "```json", json.dumps(result["settings"], indent=2), "```", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + settings_lines(result))
 
 
-def write_report(result: dict[str, Any], path: str | Path) -> tuple[Path, Path]:
-    """Write ``result`` as JSON into ``path`` and as Markdown beside it (same name, ``.md``)."""
+def ablation_lines(result: dict[str, Any], columns: dict[str, str]) -> list[str]:
+    """The "Ablations" section: every composed or fine-tuned row on ``columns`` (dataset → heading)."""
+    rows = [[row, *(cell(result["scores"][row][d]) for d in columns)] for row in result["ablations"]]
+    return ["## Ablations", "", markdown_table(["Variant", *columns.values()], rows), ""]
+
+
+def run_lines(result: dict[str, Any]) -> list[str]:
+    """Parameter counts and the seconds of every stage and seed, with their total."""
+    seeds = result["seeds"]
+    lines = [f"Parameters: {json.dumps(result['params'])}.", "", "## Seconds per stage", ""]
+    times = [[k, *(f"{per.get(str(s), 0.0):.1f}" for s in seeds)] for k, per in result["seconds"].items()]
+    lines += [markdown_table(["Stage", *(f"seed {s}" for s in seeds)], times), ""]
+    return [*lines, f"Total: {result['seconds_total']} s.", ""]
+
+
+def settings_lines(result: dict[str, Any]) -> list[str]:
+    """The resolved settings as a JSON block."""
+    return ["## Settings", "", "```json", json.dumps(result["settings"], indent=2), "```", ""]
+
+
+def write_report(
+    result: dict[str, Any], path: str | Path, to_markdown: Callable[[dict[str, Any]], str] = markdown
+) -> tuple[Path, Path]:
+    """Write ``result`` as JSON into ``path`` and as Markdown (``to_markdown``) beside it (same name, ``.md``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     md = path.with_suffix(".md")
-    md.write_text(markdown(result))
+    md.write_text(to_markdown(result))
     return path, md
 
 

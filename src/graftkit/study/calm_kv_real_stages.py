@@ -1,32 +1,33 @@
-"""Stages of the real-anchor CALM study, as study-engine units: models, bridges, LoRA, scores, pre-check.
+"""Stages of the real-anchor CALM studies, as study-engine units: models, bridges, LoRA, scores, pre-check.
 
-Each replicate (one seed: key table, data streams, initialisations, bridges) builds:
+Each replicate (one seed: data, data streams, initialisations, bridges) builds, from a study's settings
+(a :class:`~graftkit.study.calm_real_settings.RealAnchorSettings`, which names the datasets):
 
-- ``m_B``: the anchor fine-tuned on Numeric-Arithmetic (:func:`~graftkit.study.calm_kv_real_units.train_model`);
-- ``m_A``: a fresh :class:`~graftkit.study.calm_kv_real_settings.AugmentShape` Llama over the anchor's
-  tokenizer, trained on KV-Substitution over every key; ``m_A random`` and ``m_A untrained`` (zoo text,
-  never the keys) for the ablations;
+- ``m_B``: the anchor fine-tuned on ``DATA.anchor_task`` (:func:`~graftkit.study.calm_kv_real_units.train_model`),
+  Numeric-Arithmetic in the key-value study;
+- ``m_A``: a fresh :class:`~graftkit.study.calm_real_settings.AugmentShape` Llama over the anchor's
+  tokenizer, trained on ``DATA.augment_task`` (KV-Substitution over every key); ``m_A random`` and
+  ``m_A untrained`` (zoo text, never the study's data) for the ablations;
 - the bridges of :data:`VARIANTS` and LoRA on ``m_B`` (the units of :mod:`graftkit.study.calm_kv_stages`),
-  all on KV-Arithmetic over the 20% keys only.
+  all on ``DATA.composition`` (KV-Arithmetic over the 20% keys only).
+
+The pre-check (:func:`precheck_unit`) belongs to the key-value study alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from graftkit.compose.wiring import Connection, default_connections, validate_connections
-from graftkit.study.calm_kv_data import COMPOSITION_DATA
 from graftkit.study.calm_kv_real_settings import CalmKVRealSettings
 from graftkit.study.calm_kv_stages import LORA_TARGETS, lora_rank
+from graftkit.study.calm_real_settings import RealAnchorSettings
 from graftkit.study.engine import Unit
 from graftkit.zoo.train import TrainConfig
 
 UNITS = "graftkit.study.calm_kv_real_units"
 STAGES = "graftkit.study.calm_kv_stages"
-DATASETS = ("kv_substitution", "numeric_arithmetic", "kv_arithmetic", "kv_arithmetic_k20", "kv_arithmetic_k80")
-"""Test sets every row is scored on (``_k20``: the composition's keys only, ``_k80``: held-out keys only)."""
 
 
 class Variant(NamedTuple):
@@ -52,7 +53,7 @@ def tag(label: str, seed: int) -> str:
     return f"{label} (seed {seed})"
 
 
-def wiring(settings: CalmKVRealSettings, anchor_folder: Path) -> list[Connection]:
+def wiring(settings: RealAnchorSettings, anchor_folder: Path) -> list[Connection]:
     """The settings' connections, or the paper's default for the anchor's depth; checked against both models
     (the anchor's layer count read from its ``config.json``, no weights loaded)."""
     from transformers import AutoConfig
@@ -66,21 +67,20 @@ def _seeded(config: TrainConfig, seed: int) -> dict[str, Any]:
     return config.model_copy(update={"seed": seed}).model_dump(mode="json")
 
 
-def _shared(settings: CalmKVRealSettings, seed: int) -> dict[str, Any]:
-    """Inputs of every trained stage of one replicate: its key table, the prompt and the machine."""
-    kv = dataclasses.asdict(settings.kv(seed))
-    return {"kv": kv, "threads": settings.threads, "device": settings.device, "bf16": settings.bf16}
+def _shared(settings: RealAnchorSettings, seed: int) -> dict[str, Any]:
+    """Inputs of every trained stage of one replicate: its data (key table or language) and the machine."""
+    return {**settings.data_spec(seed), "threads": settings.threads, "device": settings.device, "bf16": settings.bf16}
 
 
-def model_units(settings: CalmKVRealSettings, seed: int, anchor: dict[str, str]) -> dict[str, Unit]:
+def model_units(settings: RealAnchorSettings, seed: int, anchor: dict[str, str]) -> dict[str, Unit]:
     """The frozen models of one replicate (the ablation models only when their ablation is on)."""
     shared = {**_shared(settings, seed), "anchor": anchor, "freeze": []}
-    task = {"kind": "task", "kv": shared["kv"], "question": settings.question}
+    task = {"kind": "task", **settings.data_spec(seed), "question": settings.question}
     fresh = {"shape": settings.augment.model_dump(mode="json"), "init_seed": seed, "base": None}
     text = {"kind": "text", "corpus": "pretrain_text"}
     recipes = {
-        "m_B": {"base": anchor, "data": {**task, "task": "numeric_arithmetic"}, "config": settings.anchor_train},
-        "m_A": {**fresh, "data": {**task, "task": "kv_substitution"}, "config": settings.augment_train},
+        "m_B": {"base": anchor, "data": {**task, "task": settings.DATA.anchor_task}, "config": settings.anchor_train},
+        "m_A": {**fresh, "data": {**task, "task": settings.DATA.augment_task}, "config": settings.augment_train},
         "m_A random": {**fresh, "init_seed": seed + 1000, "data": None, "config": None},
         "m_A untrained": {**fresh, "data": text, "config": settings.untrained_train},
     }
@@ -95,7 +95,7 @@ def model_units(settings: CalmKVRealSettings, seed: int, anchor: dict[str, str])
 
 
 def _bridge_inputs(
-    settings: CalmKVRealSettings, seed: int, anchor: dict[str, str], connections: list[Connection]
+    settings: RealAnchorSettings, seed: int, anchor: dict[str, str], connections: list[Connection]
 ) -> dict[str, Any]:
     """What the bridges and LoRA share: composition data, steps, schedule, anchor (``m_B``)."""
     return {
@@ -104,7 +104,7 @@ def _bridge_inputs(
         "connections": [c.model_dump(mode="json") for c in connections],
         "instruction": settings.question,
         "render": "chat",
-        "data": COMPOSITION_DATA,
+        "data": settings.DATA.composition,
         "n": settings.n_composition,
         "seed": seed,
         "max_length": settings.augment_train.seq_len,
@@ -113,7 +113,7 @@ def _bridge_inputs(
 
 
 def bridge_units(
-    settings: CalmKVRealSettings, seed: int, refs: dict[str, dict[str, str]], connections: list[Connection]
+    settings: RealAnchorSettings, seed: int, refs: dict[str, dict[str, str]], connections: list[Connection]
 ) -> dict[str, Unit]:
     """The bridges of :data:`VARIANTS` whose ablation is on, over one replicate's models (``refs``: label →
     model ref)."""
@@ -130,7 +130,7 @@ def bridge_units(
 
 
 def lora_unit(
-    settings: CalmKVRealSettings, seed: int, refs: dict[str, dict[str, str]], connections: list[Connection]
+    settings: RealAnchorSettings, seed: int, refs: dict[str, dict[str, str]], connections: list[Connection]
 ) -> Unit:
     """LoRA on ``m_B`` with about the main bridge's trainable parameters, the same data and batches."""
     from graftkit.compose.model import compose
@@ -145,11 +145,11 @@ def lora_unit(
 
 
 def score_units(
-    settings: CalmKVRealSettings, seed: int, refs: dict[str, dict[str, str]], bridges: dict[str, Path]
+    settings: RealAnchorSettings, seed: int, refs: dict[str, dict[str, str]], bridges: dict[str, Path]
 ) -> dict[str, Unit]:
     """One scoring unit per row: ``m_A``, ``m_B``, LoRA (when in ``refs``) and every bridge, each bridge
-    decoded in its own mode."""
-    shared = {**_shared(settings, seed), "question": settings.question, "datasets": list(DATASETS)}
+    decoded in its own mode, on every dataset of ``settings.DATA.datasets``."""
+    shared = {**_shared(settings, seed), "question": settings.question, "datasets": list(settings.DATA.datasets)}
     shared |= {"n_eval": settings.n_eval, "seed": seed, "max_new_tokens": settings.max_new_tokens}
     rows: dict[str, dict[str, Any]] = {label: {"model": refs[label], "bridge": None} for label in ("m_A", "m_B")}
     for label, folder in bridges.items():

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from graftkit.registry import Registry
-from graftkit.study.calm_kv_chat import TASK_SETS
+from graftkit.study.calm_kv_chat import datasets_of
 from graftkit.study.calm_kv_stages import _model_result, _set_threads, _task_batches
-from graftkit.zoo.tasks.calm_kv import KVConfig
 from graftkit.zoo.train import TrainConfig
 
 Batches = Callable[[int], dict[str, Any]]
@@ -25,8 +24,8 @@ BATCHES: Registry[Callable[[dict[str, Any], Any, TrainConfig], Batches]] = Regis
 
 @BATCHES.register("task")
 def _task_data(data: dict[str, Any], tokenizer: Any, config: TrainConfig) -> Batches:
-    """Examples of one chat-rendered study dataset (``task``, ``kv``, ``question``); loss on the answer."""
-    task = TASK_SETS.get("chat")(KVConfig(**data["kv"]), data["question"])[data["task"]]
+    """Examples of one chat-rendered study dataset (``task``, ``kv`` or ``lang``, ``question``); loss on the answer."""
+    task = datasets_of(data, data["question"])[data["task"]]
     return _task_batches(task, tokenizer, config)
 
 
@@ -123,7 +122,7 @@ def score(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, An
     """Unit: exact match (%) of a model or composition on each test set, greedy, prompts as trained.
 
     Inputs: ``model`` (a model ref: the model, or a bridge's anchor), ``bridge`` (a bridge folder or
-    None) with ``augment`` (a model ref), ``mode`` (``paper`` / ``encoder``; bridges only), ``kv``,
+    None) with ``augment`` (a model ref), ``mode`` (``paper`` / ``encoder``; bridges only), ``kv`` or ``lang``,
     ``question``, ``datasets``, ``n_eval``, ``seed``, ``max_new_tokens``, ``bf16``, ``device``, ``threads``.
     """
     import torch
@@ -136,7 +135,7 @@ def score(inputs: dict[str, Any], out_dir: Path, work_dir: Path) -> dict[str, An
     device = inputs.get("device", "cpu")
     tokenizer = AutoTokenizer.from_pretrained(inputs["model"]["path"])
     model = _composed(inputs).to(device).eval()
-    tasks = TASK_SETS.get("chat")(KVConfig(**inputs["kv"]), inputs["question"])
+    tasks = datasets_of(inputs, inputs["question"])
     decode = _decoder(model, tokenizer, inputs)
     scores, counts = {}, {}
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bool(inputs["bf16"]))

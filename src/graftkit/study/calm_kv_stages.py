@@ -111,12 +111,11 @@ def _model_result(folder: Path) -> dict[str, Any]:
 
 
 def _rows(inputs: dict[str, Any]) -> list[dict[str, str]]:
-    """The training rows that ``kv``, ``instruction``, ``data``, ``n``, ``seed`` and (optionally)
+    """The training rows that ``kv`` (or ``lang``), ``instruction``, ``data``, ``n``, ``seed`` and (optionally)
     ``render`` (a :data:`~graftkit.study.calm_kv_chat.TASK_SETS` name, default ``plain``) name."""
-    from graftkit.study.calm_kv_chat import TASK_SETS
+    from graftkit.study.calm_kv_chat import datasets_of
 
-    tasks = TASK_SETS.get(inputs.get("render", "plain"))(KVConfig(**inputs["kv"]), inputs["instruction"])
-    task = tasks[inputs["data"]]
+    task = datasets_of(inputs, inputs["instruction"], inputs.get("render", "plain"))[inputs["data"]]
     return task_rows(task, int(inputs["n"]), int(inputs["seed"]))
 
 

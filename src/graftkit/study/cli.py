@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,33 +16,76 @@ def study() -> None:
     """Reproduce paper experiments on the zoo's models."""
 
 
-@app.command("calm-kv")
-def calm_kv(
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value settings, e.g. bridge.steps=800")] = None,
-    quick: Annotated[bool, typer.Option(help="Tiny settings (seconds): checks the pipeline, not the science.")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the raw result as JSON.")] = None,
-    backend: Annotated[str, typer.Option(help="local, or ray (needs the ray extra; ray.init() locally).")] = "local",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start Ray here).")] = None,
-) -> None:
-    """CALM key-value arithmetic (Bansal et al. 2024, Table 1 + ablations): train or reuse, score, print."""
-    from rich.console import Console
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value settings, e.g. bridge.steps=800")]
+Quick = Annotated[bool, typer.Option(help="Tiny settings (seconds): checks the pipeline, not the science.")]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write the raw result as JSON.")]
+Backend = Annotated[str, typer.Option(help="local, or ray (needs the ray extra; starts Ray here unless --address).")]
+Address = Annotated[str | None, typer.Option(help="Ray cluster address (default: start Ray here).")]
 
-    from graftkit.study.calm_kv import load_settings, run_study
-    from graftkit.study.calm_kv_report import render, save_json
+
+def _runner(backend: str, address: str | None) -> Any:
+    """The study engine's backend named ``backend`` (Ray at ``address`` when given)."""
     from graftkit.study.engine import get_backend
 
-    console = Console()
-    settings = load_settings(quick=quick, overrides=tuple(overrides or ()))  # validated before any model is touched
-    runner = get_backend(backend, **({"address": address} if backend == "ray" else {}))
-    result = run_study(settings, backend=runner, log=console.print)
-    console.print(render(result))
-    if json_out:
-        save_json(result, json_out)
+    return get_backend(backend, **({"address": address} if backend == "ray" else {}))
+
+
+Parts = tuple[Callable[..., Any], Callable[..., Any], Callable[[Any], Any], Callable[[Any, Path], Any]]
+"""A CALM study's library functions: load settings (quick, overrides), run, render the result, save it."""
+
+
+def _calm_command(parts: Callable[[], Parts], doc: str) -> Callable[..., None]:
+    """A ``graft study`` command over one CALM study's library functions (imported only when it runs)."""
+
+    def command(
+        overrides: Overrides = None,
+        quick: Quick = False,
+        json_out: JsonOut = None,
+        backend: Backend = "local",
+        address: Address = None,
+    ) -> None:
+        from rich.console import Console
+
+        load, run, render, save = parts()
+        console = Console()
+        settings = load(quick, tuple(overrides or ()))  # validated before any model is touched
+        result = run(settings, backend=_runner(backend, address), log=console.print)
+        console.print(render(result))
+        if json_out:
+            save(result, json_out)
+
+    command.__doc__ = doc
+    return command
+
+
+def _calm_kv() -> Parts:
+    from graftkit.study.calm_kv import load_settings, run_study
+    from graftkit.study.calm_kv_report import render, save_json
+
+    return load_settings, run_study, render, save_json
+
+
+def _calm_lang() -> Parts:
+    from graftkit.study.calm_lang import run_lang_study
+    from graftkit.study.calm_lang_report import render, write_report
+    from graftkit.study.calm_lang_settings import load_lang_settings
+
+    return load_lang_settings, run_lang_study, render, write_report
+
+
+app.command("calm-kv")(
+    _calm_command(
+        _calm_kv, "CALM key-value arithmetic (Bansal et al. 2024, Table 1 + ablations): train or reuse, score, print."
+    )
+)
+app.command("calm-lang")(
+    _calm_command(
+        _calm_lang, "CALM on a synthetic language (Bansal et al. 2024, §4.2 in spirit): word problems m_B cannot read."
+    )
+)
 
 
 StudyFile = Annotated[Path | None, typer.Argument(help="Study file (YAML); default: the SmolLM2 study.")]
-Backend = Annotated[str, typer.Option(help="local, or ray (needs the ray extra; starts Ray here unless --address).")]
-Address = Annotated[str | None, typer.Option(help="Ray cluster address (default: start Ray here).")]
 Out = Annotated[Path, typer.Option("-o", "--out", help="Folder for the JSON, rows, figures and report.")]
 
 
@@ -53,12 +97,9 @@ def _run_file_study(
 
     from rich.console import Console
 
-    from graftkit.study.engine import get_backend
-
     study = getattr(importlib.import_module(f"{module}_settings"), loader)(study_file)
     console = Console()
-    runner = get_backend(backend, **({"address": address} if backend == "ray" else {}))
-    result = importlib.import_module(module).run_study(study, backend=runner, log=console.print)
+    result = importlib.import_module(module).run_study(study, backend=_runner(backend, address), log=console.print)
     paths = importlib.import_module(f"{module}_report").write_outputs(result, out, name=study.name)
     console.print(paths["md"].read_text())
     console.print("written: " + ", ".join(str(p) for p in paths.values()))
