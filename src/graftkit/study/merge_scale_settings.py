@@ -39,7 +39,7 @@ DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
     "ties": {"lambda": [1.0], "density": [0.2, 0.5]},
     "dare_ties": {"lambda": [1.0], "density": [0.2, 0.5]},
     "fisher": {},
-    "regmean": {"alpha": [0.5, 0.9]},
+    "regmean": {"alpha": [0.5, 0.9, 1.0]},
 }
 """The hyperparameter grid per method, searched on the validation split (held-in tasks)."""
 
