@@ -16,6 +16,13 @@ on CPU one intra-op thread (the default) gives far steadier numbers on a busy ma
 
     python benchmarks/compose_step.py [--anchor-hidden 256 --anchor-layers 12 --augment-hidden 128
         --augment-layers 8 --batch 4 --seq 128 --vocab 2048 --rounds 7 --device cpu --threads 1]
+
+With ``--anchor smollm2`` (a ``graft zoo import`` name) or ``--anchor FOLDER`` the anchor is that real
+model (its vocabulary replaces ``--vocab``; the augment stays a random Llama of the given shape over
+it, e.g. the real-anchor CALM study's m_A: ``--augment-hidden 128 --augment-layers 16
+--augment-intermediate 352``). ``--generate N`` also times greedy decoding of N tokens per prompt
+(KV caches everywhere): the anchor alone (transformers' ``generate``) against the composition in
+paper mode (the augment reads every generated token) and in encoder mode, as tokens/s.
 """
 
 from __future__ import annotations
@@ -31,12 +38,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from graftkit.compose import bridge_param_count, compose
 
 
-def llama(hidden: int, layers: int, heads: int, vocab: int, seed: int) -> LlamaForCausalLM:
+def llama(hidden: int, layers: int, heads: int, vocab: int, seed: int, intermediate: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab,
         hidden_size=hidden,
-        intermediate_size=int(hidden * 8 / 3) // 16 * 16,
+        intermediate_size=intermediate or int(hidden * 8 / 3) // 16 * 16,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
@@ -55,8 +62,48 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def real_anchor(name_or_folder: str) -> LlamaForCausalLM:
+    """A zoo import (``smollm2``) or a model folder, loaded in float32."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from graftkit.zoo.smollm2 import IMPORTS
+
+    folder = Path(name_or_folder) if Path(name_or_folder).is_dir() else IMPORTS.get(name_or_folder)()
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+
+
+def decode_rates(anchor, model, ids, mask, new_tokens: int, autocast, device, rounds: int) -> dict[str, float]:
+    """Generated tokens/s (median over ``rounds``) of greedy decoding: the anchor alone, paper and encoder mode."""
+    from graftkit.compose.generate import generate
+
+    def anchor_alone() -> None:
+        anchor.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
+        )
+
+    runs = {
+        "anchor alone": anchor_alone,
+        "CALM paper mode": lambda: generate(model, ids, new_tokens, attention_mask=mask, mode="paper"),
+        "CALM encoder mode": lambda: generate(model, ids, new_tokens, attention_mask=mask, mode="encoder"),
+    }
+    model.eval()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.no_grad(), autocast:
+        for fn in runs.values():  # warm-up
+            timed(fn, device)
+        for _ in range(rounds):
+            for name, fn in runs.items():
+                times[name].append(timed(fn, device))
+    return {name: ids.shape[0] * new_tokens / statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--anchor", default=None, help="a zoo import name (smollm2) or a model folder")
+    ap.add_argument("--augment-intermediate", type=int, default=0, help="0: hidden * 8/3")
+    ap.add_argument("--generate", type=int, default=0, help="also time decoding of this many new tokens")
     ap.add_argument("--anchor-hidden", type=int, default=256)
     ap.add_argument("--anchor-layers", type=int, default=12)
     ap.add_argument("--anchor-heads", type=int, default=8)
@@ -75,8 +122,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    anchor = llama(args.anchor_hidden, args.anchor_layers, args.anchor_heads, args.vocab, 0).to(device)
-    augment = llama(args.augment_hidden, args.augment_layers, args.augment_heads, args.vocab, 1).to(device)
+    if args.anchor:
+        anchor = real_anchor(args.anchor).to(device)
+        args.vocab = anchor.config.vocab_size
+        args.anchor_layers, args.anchor_hidden = anchor.config.num_hidden_layers, anchor.config.hidden_size
+    else:
+        anchor = llama(args.anchor_hidden, args.anchor_layers, args.anchor_heads, args.vocab, 0).to(device)
+    shape = (args.augment_hidden, args.augment_layers, args.augment_heads, args.vocab, 1, args.augment_intermediate)
+    augment = llama(*shape).to(device)
     model = compose(anchor, augment)
     with torch.no_grad():  # a trained-looking bridge: the zero output projection is not special-cased anyway
         for conn in model.bridge[0]:
@@ -157,6 +210,12 @@ def main() -> None:
     full = med["composition fwd+bwd"] / (med["anchor fwd+bwd (to embeddings)"] + med["augment fwd"]) - 1
     print(f"\nbridge overhead: {100 * overhead:+.1f}% (target ≤ 15%)")
     print(f"vs backward to the embeddings: {100 * full:+.1f}%")
+    if args.generate:
+        rates = decode_rates(anchor, model, ids[:, :32], mask[:, :32], args.generate, autocast, device, args.rounds)
+        print(f"\ndecoding {args.generate} new tokens after 32-token prompts, batch {args.batch} (greedy, cached)")
+        for name, rate in rates.items():
+            print(f"{name:<32}{rate:>10.1f} tokens/s")
+        print(f"paper mode / anchor alone: {rates['CALM paper mode'] / rates['anchor alone']:.2f}")
 
 
 if __name__ == "__main__":

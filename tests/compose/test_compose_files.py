@@ -66,3 +66,24 @@ def test_load_from_recorded_paths(tmp_path, tokens):
     assert torch.equal(loaded(tokens).logits, model(tokens).logits)
     # bfloat16 copies of the same checkpoints still match their fingerprints.
     load_bridge(tmp_path / "bridge", dtype=torch.bfloat16)
+
+
+def test_fingerprint_samples_tensors_past_float32_precision():
+    """A 49,152 x 576 embedding (SmolLM2's) has more entries than float32 counts exactly (2**24): the
+    sampled positions must stay inside it and include its last entry."""
+    from types import SimpleNamespace
+
+    from graftkit.compose.files import fingerprint, sample_positions
+
+    numel = 49_152 * 576
+    idx = sample_positions(numel, 1024)
+    assert idx[0] == 0 and idx[-1] == numel - 1 and len(idx) == 1024
+    assert bool((idx[1:] > idx[:-1]).all())
+    assert sample_positions(5, 1024).tolist() == [0, 1, 2, 3, 4]
+
+    big = torch.nn.Module()
+    big.register_buffer("table", torch.zeros(numel, dtype=torch.uint8))
+    big.config = SimpleNamespace()
+    first = fingerprint(big)
+    big.table[-1] = 1  # the last entry is sampled
+    assert fingerprint(big) != first

@@ -29,13 +29,20 @@ WEIGHTS, MANIFEST = "bridge.safetensors", "bridge.json"
 _ARCH = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
+def sample_positions(numel: int, count: int) -> torch.Tensor:
+    """``min(count, numel)`` evenly spaced indices into a flat tensor of ``numel`` entries, first and last
+    included, in exact integer arithmetic (a float32 ``linspace`` rounds past the end beyond 2**24 entries)."""
+    n = min(count, numel)
+    return torch.arange(n, dtype=torch.int64) * max(numel - 1, 0) // max(n - 1, 1)
+
+
 def fingerprint(model: nn.Module) -> str:
     """A content fingerprint of a model's weights and sizes (hex SHA-256)."""
     digest = hashlib.sha256()
     digest.update(json.dumps({k: getattr(model.config, k, None) for k in _ARCH}, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         flat = tensor.detach().reshape(-1)
-        idx = torch.linspace(0, max(flat.numel() - 1, 0), min(1024, flat.numel()), device=flat.device).long()
+        idx = sample_positions(flat.numel(), 1024).to(flat.device)
         sample = flat[idx]
         if sample.is_floating_point():
             sample = sample.to(torch.bfloat16)

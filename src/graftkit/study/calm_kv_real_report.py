@@ -95,7 +95,8 @@ def deviations(settings: dict[str, Any]) -> list[str]:
     """How these settings differ from the paper's §4.1 setup (one line each)."""
     anchor = settings["anchor_path"] or settings["anchor"]
     out = [
-        f"Models: m_B is `{anchor}` fine-tuned for {settings['anchor_train']['steps']} steps, m_A a "
+        f"Models: m_B is `{anchor}` fine-tuned for {settings['anchor_train']['steps']} steps at lr "
+        f"{settings['anchor_train']['lr']:g}, m_A a "
         f"{settings['augment']['layers']}-layer, hidden-{settings['augment']['hidden']} Llama trained from "
         "scratch over its tokenizer (paper: PaLM2-S and PaLM2-XXS).",
         f"Keys: {settings['n_keys']}, values 1..{settings['max_value']}"

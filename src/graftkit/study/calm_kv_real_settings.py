@@ -60,7 +60,7 @@ class CalmKVRealSettings(RealAnchorSettings):
     """m_A on KV-Substitution, m_B on Numeric-Arithmetic, bridges on KV-Arithmetic over the 20% keys only."""
 
     n_keys: int = Field(100, ge=5)
-    max_value: int = Field(99, ge=5)
+    max_value: int = Field(9, ge=5)
     min_terms: int = Field(3, ge=2)
     max_terms: int = Field(3, ge=2)
     train_fraction: float = Field(0.2, gt=0, lt=1)
@@ -96,7 +96,8 @@ class CalmKVRealSettings(RealAnchorSettings):
     @classmethod
     def quick(cls, **fields: Any) -> CalmKVRealSettings:
         """A tiny variant for tests: a few steps of an 8-layer, hidden-16 m_A, a handful of examples, two seeds."""
-        base = {**tiny_fields(), "n_keys": 20, "min_terms": 2}
+        # Two-digit values: the tiny anchor's key and oracle losses then differ clearly (the pre-check's ratio).
+        base = {**tiny_fields(), "n_keys": 20, "max_value": 99, "min_terms": 2}
         base["precheck"] = PrecheckSettings(n=2, sets=("operands", "expression"))
         return cls.model_validate({**base, **fields})
 

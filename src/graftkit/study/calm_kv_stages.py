@@ -239,7 +239,7 @@ def stage_seconds(folder: Path) -> float:
     holding it (a unit's model or bridge folder); 0.0 when neither has one."""
     for unit_folder in (folder, folder.parent):
         if (unit_folder / RESULT_FILE).is_file():
-            return round(float(json.loads((unit_folder / RESULT_FILE).read_text()).get("seconds", 0.0)), 1)
+            return round(float(json.loads((unit_folder / RESULT_FILE).read_text()).get("seconds", 0.0)), 3)
     return 0.0
 
 

@@ -38,7 +38,7 @@ class CalmLangSettings(RealAnchorSettings):
     question: str = Field("{problem}", description="the chat question; {problem} is replaced by the problem")
 
     augment_train: TrainConfig = TrainConfig(steps=1500, batch_size=32, seq_len=96, lr=2e-3, warmup_steps=100)
-    anchor_train: TrainConfig = TrainConfig(steps=150, batch_size=16, seq_len=96, lr=5e-5, warmup_steps=15)
+    anchor_train: TrainConfig = TrainConfig(steps=400, batch_size=16, seq_len=96, lr=3e-4, warmup_steps=40)
     bridge: OptimRecipe = OptimRecipe(lr=1e-3, steps=300, warmup=30, batch_size=16)
     n_composition: int = Field(1000, ge=1, description="distinct synthetic-language problems (train split) at most")
     max_new_tokens: int = Field(24, ge=1, description="room for a translation (~19 SmolLM2 tokens) and eos")

@@ -79,10 +79,10 @@ class RealAnchorSettings(Frozen):
     question: str = Field(..., description="the chat question; the study's slot is replaced")
 
     augment: AugmentShape = AugmentShape()
-    augment_train: TrainConfig = TrainConfig(steps=1500, batch_size=32, seq_len=64, lr=2e-3, warmup_steps=100)
+    augment_train: TrainConfig = TrainConfig(steps=1000, batch_size=32, seq_len=64, lr=2e-3, warmup_steps=100)
     untrained_train: TrainConfig = TrainConfig(steps=600, batch_size=16, seq_len=64, lr=2e-3, warmup_steps=50)
     """Zoo text (never the study's data) for the same-size ``m_A`` of the ``untrained_m_A`` ablation."""
-    anchor_train: TrainConfig = TrainConfig(steps=150, batch_size=16, seq_len=64, lr=5e-5, warmup_steps=15)
+    anchor_train: TrainConfig = TrainConfig(steps=400, batch_size=16, seq_len=64, lr=3e-4, warmup_steps=40)
     anchor_freeze: tuple[str, ...] = ("embed_tokens",)
     bf16: bool = Field(True, description="bfloat16 autocast for m_B, the bridges, LoRA and scoring")
 
