@@ -20,8 +20,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from graftkit.zoo.tasks.calm_kv import KVConfig, KVTable
+from graftkit.zoo.tasks.chat import chat_prompt
 
-PROMPT = "<|im_start|>user\nEvaluate {expression}<|im_end|>\n<|im_start|>assistant\n"
+QUESTION = "Evaluate {expression}"
+"""The study's question (``studies/calm_kv_real.yaml``), asked as one chat turn like every dataset there."""
 
 
 class Sampler:
@@ -37,8 +39,10 @@ class Sampler:
         keys[probed] = self.rng.choice(pool)
         ops = [self.rng.choice("+-") for _ in range(2)]
         parts = [keys[0], *(f" {op} {key}" for op, key in zip(ops, keys[1:], strict=True))]
-        ids = self.tokenizer(PROMPT.format(expression="".join(parts)), return_tensors="pt")["input_ids"]
-        upto = PROMPT.split("{expression}")[0] + "".join(parts[: probed + 1])
+        prompt = chat_prompt(QUESTION.format(expression="".join(parts)))
+        ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        probed_end = prompt.index("".join(parts)) + len("".join(parts[: probed + 1]))
+        upto = prompt[:probed_end]
         last = len(self.tokenizer(upto)["input_ids"]) - 1  # the probed key's last token
         with torch.no_grad():
             states = self.model(ids, output_hidden_states=True).hidden_states
@@ -79,7 +83,16 @@ def main() -> None:
     torch.set_num_threads(2)
     tokenizer = AutoTokenizer.from_pretrained(args.m_a)
     model = AutoModelForCausalLM.from_pretrained(args.m_a).eval()
-    config = KVConfig(args.seed, args.n_keys, args.max_value, 3, 3, "+-", 0.2, False)
+    config = KVConfig(
+        seed=args.seed,
+        n_keys=args.n_keys,
+        max_value=args.max_value,
+        min_terms=3,
+        max_terms=3,
+        ops="+-",
+        train_fraction=0.2,
+        unique_values=False,
+    )
     table = KVTable(config)
     sample = Sampler(model, tokenizer, table, args.layers, seed=1)
     train, held_out, same = (
