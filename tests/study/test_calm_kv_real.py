@@ -25,6 +25,7 @@ from graftkit.study.engine import LocalBackend, UnitStore
 from graftkit.zoo.tasks import KVTable
 
 STUDY_FILE = Path(__file__).resolve().parents[2] / "studies" / "calm_kv_real.yaml"
+GPU_FILE = STUDY_FILE.with_name("calm_kv_gpu.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,13 @@ def test_the_preset_and_the_study_file_validate():
     assert from_file.anchor == "smollm2" and len(from_file.seeds) >= 3
     changed = load_settings(overrides=[f"file={STUDY_FILE}", "bridge.steps=7", "ops=+-*"])
     assert (changed.bridge.steps, changed.ops, changed.bridge.lr) == (7, "+-*", from_file.bridge.lr)
+
+
+def test_the_gpu_study_file_validates_and_gives_the_bridge_more_keys():
+    gpu, cpu = load_settings(overrides=[f"file={GPU_FILE}"]), load_settings(overrides=[f"file={STUDY_FILE}"])
+    assert gpu.anchor == "smollm2" and gpu.device == "cuda" and gpu.bf16 and len(gpu.seeds) >= 3
+    assert gpu.n_keys * gpu.train_fraction >= 5 * cpu.n_keys * cpu.train_fraction  # composition keys
+    assert set(gpu.ablations) == set(cpu.ablations) and gpu.max_value == cpu.max_value
 
 
 @pytest.mark.parametrize(
