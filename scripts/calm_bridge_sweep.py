@@ -28,10 +28,11 @@ from graftkit.compose.files import load_bridge
 from graftkit.compose.train import train_bridge
 from graftkit.study.calm_kv_chat import chat_kv_tasks
 from graftkit.study.calm_kv_data import distinct_examples, task_rows
+from graftkit.study.calm_kv_real_settings import CalmKVRealSettings
 from graftkit.zoo.tasks.calm_kv import KVConfig
 
-QUESTION = "Evaluate {expression}"
-"""The study's question (``studies/calm_kv_real.yaml``)."""
+QUESTION = CalmKVRealSettings.model_fields["question"].default
+"""The study's question (``studies/calm_kv_real.yaml`` keeps the settings' default)."""
 
 
 def kv_config(args: argparse.Namespace, fraction: float) -> KVConfig:
@@ -42,7 +43,7 @@ def kv_config(args: argparse.Namespace, fraction: float) -> KVConfig:
     )  # fmt: skip
 
 
-def test_rows(kv: KVConfig, dataset: str, n: int, seed: int) -> list[dict[str, str]]:
+def eval_rows(kv: KVConfig, dataset: str, n: int, seed: int) -> list[dict[str, str]]:
     """``n`` distinct test-split rows of ``dataset`` as chat prompts."""
     examples = distinct_examples(chat_kv_tasks(kv, QUESTION)[dataset], "test", n, seed=seed)
     return [{"prompt": e.prompt, "completion": e.answer} for e in examples]
@@ -143,7 +144,7 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.m_b)
     outside = args.held_out_fraction or max(args.fractions)
-    held_out = test_rows(kv_config(args, outside), "kv_arithmetic_k80", args.n_eval, args.seed)
+    held_out = eval_rows(kv_config(args, outside), "kv_arithmetic_k80", args.n_eval, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     log = (args.out / "results.jsonl").open("a")
 
@@ -160,7 +161,7 @@ def main() -> None:
     for fraction in args.fractions:
         name = f"f{fraction}-lr{args.lr}-wd{args.weight_decay}-s{args.steps}" + ("-rope" if args.rope else "")
         bridge = train_variant(args, fraction, args.out / name)
-        own = test_rows(kv_config(args, fraction), "kv_arithmetic_k20", args.n_eval, args.seed)
+        own = eval_rows(kv_config(args, fraction), "kv_arithmetic_k20", args.n_eval, args.seed)
         folders = sorted((bridge / "checkpoints").glob("step-*")) + [bridge]
         for folder in folders:
             model = load_bridge(folder, verify=False)
