@@ -10,6 +10,7 @@ from tinylm import VOCAB, randomize_bridge
 from graftkit.compose import compose
 from graftkit.compose.data import Example, prompt_mask
 from graftkit.compose.train import model_batch, train_bridge
+from graftkit.hf_compat import output_cache
 
 PROMPT, COMPLETION = 5, 4
 
@@ -41,7 +42,7 @@ def test_prompt_mask_forward_equals_encoder_mode_decoding(llama_anchor, gpt2_aug
             out = model(
                 ids[:, t : t + 1],
                 attention_mask=mask,
-                past_key_values=out.past_key_values,
+                past_key_values=output_cache(out),
                 use_cache=True,
                 update_augments=False,
             )

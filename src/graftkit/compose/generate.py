@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from graftkit.errors import GraftError
+from graftkit.hf_compat import output_cache
 
 if TYPE_CHECKING:
     from graftkit.compose.model import ComposedModel
@@ -72,7 +73,7 @@ def generate(
         raise GraftError(f"generate(mode={mode!r}): valid modes are 'paper' and 'encoder'.")
     mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
     out = model(input_ids, attention_mask=mask, use_cache=True)  # prefill: every model reads the prompt
-    cache, logits = out.past_key_values, out.logits[:, -1]
+    cache, logits = output_cache(out), out.logits[:, -1]
     sequences = input_ids
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     for step in range(max_new_tokens):
@@ -91,7 +92,7 @@ def generate(
             use_cache=True,
             update_augments=mode == "paper",
         )
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = output_cache(out), out.logits[:, -1]
     return sequences
 
 

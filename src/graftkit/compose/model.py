@@ -21,6 +21,7 @@ from graftkit.compose.discovery import DecoderStack, discover
 from graftkit.compose.hooks import capture_outputs, rewrite_outputs
 from graftkit.compose.wiring import Connection, default_connections, validate_connections
 from graftkit.errors import GraftError
+from graftkit.hf_compat import cache_field, output_cache, with_cache
 
 
 @dataclass
@@ -156,10 +157,10 @@ class ComposedModel(nn.Module):
                     input_ids=input_ids,
                     attention_mask=mask,
                     position_ids=positions,
-                    past_key_values=past.augments[a] if past is not None else None,
                     use_cache=use_cache,
+                    **with_cache(model_stack.backbone, past.augments[a] if past is not None else None),
                 )
-            caches.append(out.past_key_values if use_cache else None)
+            caches.append(output_cache(out) if use_cache else None)
             per_conn = []
             for c, (conn, module) in enumerate(zip(conns, bridge, strict=True)):
                 k, v = module.keys_values(hidden[conn.augment_layer])  # (B, H, T, hd) each
@@ -196,7 +197,9 @@ class ComposedModel(nn.Module):
                 only the prompt); requires ``past_key_values``.
 
         Returns:
-            ``CausalLMOutputWithPast`` with ``logits`` ``(B, T, V)``, ``loss`` and ``past_key_values``.
+            ``CausalLMOutputWithPast`` with ``logits`` ``(B, T, V)``, ``loss`` and the ``ComposedCache``
+            in its cache field (``cache``; ``past_key_values`` before transformers 5: read it with
+            :func:`graftkit.hf_compat.output_cache`). This method keeps the name ``past_key_values``.
         """
         past = past_key_values
         past_len = past.length if past is not None else 0
@@ -237,8 +240,8 @@ class ComposedModel(nn.Module):
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=positions,
-                past_key_values=past.anchor if past is not None else None,
                 use_cache=use_cache,
+                **with_cache(self.anchor, past.anchor if past is not None else None),
             )
 
         loss = None
@@ -247,8 +250,8 @@ class ComposedModel(nn.Module):
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
         cache = None
         if use_cache:
-            cache = ComposedCache(out.past_key_values, list(aug_caches), kvs, key_masks, past_len + length)
-        return CausalLMOutputWithPast(loss=loss, logits=out.logits, past_key_values=cache)
+            cache = ComposedCache(output_cache(out), list(aug_caches), kvs, key_masks, past_len + length)
+        return CausalLMOutputWithPast(loss=loss, logits=out.logits, **{cache_field(CausalLMOutputWithPast): cache})
 
     def save_bridge(self, path: str | Path, **kwargs: Any) -> Path:
         """See :func:`graftkit.compose.files.save_bridge`."""

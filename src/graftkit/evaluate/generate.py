@@ -1,8 +1,9 @@
 """Exact-match scoring by batched greedy decoding with the KV cache.
 
 The decoding loop is written out here rather than delegated to ``model.generate`` so that it
-works for any causal LM whose ``forward(input_ids, attention_mask, position_ids,
-past_key_values, use_cache)`` returns ``.logits`` and ``.past_key_values``, and so that the
+works for any causal LM whose ``forward(input_ids, attention_mask, position_ids, cache,
+use_cache)`` returns ``.logits`` and ``.cache`` (``past_key_values`` before transformers 5, see
+:mod:`graftkit.hf_compat`), and so that the
 left-padding arithmetic (position ids counted over real tokens only) is visible and tested:
 a batched run gives the same tokens as running each prompt alone.
 """
@@ -16,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from graftkit.evaluate.batching import encode, left_pad, length_batches, model_device, pad_id, positions
+from graftkit.hf_compat import output_cache, with_cache
 from graftkit.zoo.tasks.base import Example
 
 #: Tokens allowed beyond the longest answer (room for eos and a little overrun).
@@ -82,8 +84,8 @@ def greedy_generate(
             input_ids=token[:, None],
             attention_mask=mask,
             position_ids=next_pos,
-            past_key_values=out.past_key_values,
             use_cache=True,
+            **with_cache(model, output_cache(out)),
         )
         next_pos = next_pos + 1
     if not steps:
