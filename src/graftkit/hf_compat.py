@@ -19,7 +19,7 @@ def cache_argument(model: Any) -> str:
     """The keyword ``model``'s forward takes its cache by: ``"cache"`` or ``"past_key_values"``.
 
     A wrapper whose forward names neither (a PEFT model passes ``**kwargs`` on) is judged by the model it
-    wraps (``get_base_model()``); anything else by the old name, which every version still accepts.
+    wraps (``get_base_model()``); anything else by the old name (accepted by every version before 5.40).
     """
     params = inspect.signature(model.forward).parameters
     if NEW in params:

@@ -3,9 +3,9 @@
 The decoding loop is written out here rather than delegated to ``model.generate`` so that it
 works for any causal LM whose ``forward(input_ids, attention_mask, position_ids, cache,
 use_cache)`` returns ``.logits`` and ``.cache`` (``past_key_values`` before transformers 5, see
-:mod:`graftkit.hf_compat`), and so that the
-left-padding arithmetic (position ids counted over real tokens only) is visible and tested:
-a batched run gives the same tokens as running each prompt alone.
+:mod:`graftkit.hf_compat`), and so that the left-padding arithmetic (position ids counted over
+real tokens only) is visible and tested: a batched run gives the same tokens as running each
+prompt alone.
 """
 
 from __future__ import annotations
